@@ -1,0 +1,53 @@
+"""Configuration from environment variables, with embedded defaults (DESIGN.md section 7).
+
+Every setting can be given as an environment variable of the same name in upper case
+(``TEMPORAL_ADDRESS``, ``BILLING_DATABASE_URL``, ...). The defaults run everything on one
+machine: the embedded Temporal dev server and a SQLite file in the data folder.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["DEFAULT_TASK_QUEUE", "Settings"]
+
+DEFAULT_TASK_QUEUE = "billing-periods"
+
+
+class Settings(BaseSettings):
+    """Runtime settings of the worker, the CLI and `billing dev`."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+
+    temporal_address: str = Field(default="127.0.0.1:7233", alias="TEMPORAL_ADDRESS")
+    temporal_namespace: str = Field(default="default", alias="TEMPORAL_NAMESPACE")
+    temporal_tls: bool = Field(default=False, alias="TEMPORAL_TLS")
+    temporal_tls_cert: Path | None = Field(default=None, alias="TEMPORAL_TLS_CERT")
+    temporal_tls_key: Path | None = Field(default=None, alias="TEMPORAL_TLS_KEY")
+    temporal_api_key: SecretStr | None = Field(default=None, alias="TEMPORAL_API_KEY")
+    task_queue: str = Field(default=DEFAULT_TASK_QUEUE, alias="BILLING_TASK_QUEUE")
+    data_dir: Path = Field(default=Path("data"), alias="BILLING_DATA_DIR")
+    database_url_override: SecretStr | None = Field(default=None, alias="BILLING_DATABASE_URL")
+    ui_port: int = Field(default=8233, alias="BILLING_UI_PORT")
+    webhook_sink_port: int = Field(default=8765, alias="BILLING_WEBHOOK_SINK_PORT")
+    metrics_port: int | None = Field(default=None, alias="BILLING_METRICS_PORT")
+    log_level: str = Field(default="INFO", alias="BILLING_LOG_LEVEL")
+
+    @cached_property
+    def database_url(self) -> str:
+        """``BILLING_DATABASE_URL``, else a SQLite file in the data folder."""
+        if self.database_url_override is not None:
+            return self.database_url_override.get_secret_value()
+        return f"sqlite:///{(self.data_dir / 'billing.db').resolve()}"
+
+    @property
+    def temporal_host(self) -> str:
+        return self.temporal_address.rsplit(":", 1)[0]
+
+    @property
+    def temporal_port(self) -> int:
+        return int(self.temporal_address.rsplit(":", 1)[1])
