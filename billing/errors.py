@@ -4,6 +4,7 @@ Exception hierarchy::
 
     BillingError
     ├── InvalidChargeProperties   charge properties that break a charge model's rules
+    ├── InvalidEventValue         an event value an aggregation cannot read as a number
     ├── InvalidCatalog            a catalog that cannot be loaded (path of the bad field)
     ├── UnknownCharge             a fee edit naming a charge the plan does not have
     ├── InvoiceNotEditable        any change aimed at a finalized or closed invoice
@@ -19,6 +20,7 @@ __all__ = [
     "BillingError",
     "InvalidCatalog",
     "InvalidChargeProperties",
+    "InvalidEventValue",
     "InvoiceNotEditable",
     "NotFound",
     "UnknownCharge",
@@ -31,6 +33,10 @@ class BillingError(Exception):
 
 class InvalidChargeProperties(BillingError):
     """Charge properties that break the rules of their charge model."""
+
+
+class InvalidEventValue(BillingError, ValueError):
+    """An event value that a numeric aggregation cannot read as a finite number."""
 
 
 class InvalidCatalog(BillingError):
