@@ -32,6 +32,8 @@ never returned and never part of an exception message (so never in workflow hist
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -164,7 +166,7 @@ class WebhookActivities:
     """Webhook activities, built once in the worker with their clients.
 
     ``clock`` gives the send timestamp (signed, checked by receivers against their own
-    clock) and the time logged with each attempt.
+    clock) and the time logged with each attempt; ``http_timeout`` bounds one request.
     """
 
     def __init__(
@@ -173,10 +175,12 @@ class WebhookActivities:
         http: httpx.AsyncClient,
         *,
         clock: Callable[[], datetime] = utc_now,
+        http_timeout: timedelta = WEBHOOK_HTTP_TIMEOUT,
     ) -> None:
         self._engine = engine
         self._http = http
         self._clock = clock
+        self._http_timeout = http_timeout
 
     @activity.defn
     async def deliver_webhook(self, request: DeliverWebhookRequest) -> DeliveryResult:
@@ -190,7 +194,7 @@ class WebhookActivities:
         attempt = info.attempt
         delivery_id = request.delivery_id
         try:
-            delivery = delivery_log.get_delivery(self._engine, delivery_id)
+            delivery = await asyncio.to_thread(delivery_log.get_delivery, self._engine, delivery_id)
         except NotFound as exc:
             raise ApplicationError(
                 f"webhook delivery {delivery_id} does not exist",
@@ -206,7 +210,7 @@ class WebhookActivities:
             )
             return _result(delivery, "succeeded")
 
-        secret = delivery_log.endpoint_secret(self._engine, delivery_id)
+        secret = await asyncio.to_thread(delivery_log.endpoint_secret, self._engine, delivery_id)
         sent_at = self._clock()
         timestamp = int(sent_at.timestamp())
         headers = {
@@ -223,7 +227,7 @@ class WebhookActivities:
                 delivery.endpoint_url,
                 content=delivery.body.encode("utf-8"),
                 headers=headers,
-                timeout=WEBHOOK_HTTP_TIMEOUT.total_seconds(),
+                timeout=self._http_timeout.total_seconds(),
             )
             http_status = response.status_code
             if not response.is_success:
@@ -232,14 +236,8 @@ class WebhookActivities:
             error = _describe(exc, secret)
 
         if error is None:
-            delivery = delivery_log.record_attempt(
-                self._engine,
-                delivery_id,
-                http_status=http_status,
-                error=None,
-                succeeded=True,
-                final=True,
-                at=self._clock(),
+            delivery = await self._record_attempt(
+                delivery_id, http_status=http_status, error=None, succeeded=True, final=True
             )
             logger.info(
                 "webhook %s attempt %d: succeeded (HTTP %s)",
@@ -255,14 +253,8 @@ class WebhookActivities:
         # test server it runs ahead of the worker's clock, so take the later of the two.
         now = max(self._clock(), info.current_attempt_scheduled_time)
         final = now + delay > request.give_up_at
-        delivery = delivery_log.record_attempt(
-            self._engine,
-            delivery_id,
-            http_status=http_status,
-            error=error,
-            succeeded=False,
-            final=final,
-            at=self._clock(),
+        delivery = await self._record_attempt(
+            delivery_id, http_status=http_status, error=error, succeeded=False, final=final
         )
         status = "failed" if final else "retrying"
         logger.warning(
@@ -279,6 +271,29 @@ class WebhookActivities:
             f"webhook {delivery_id} attempt {attempt} failed: {error}; "
             f"retrying in {delay.total_seconds():g}s",
             type=WEBHOOK_FAILED_ERROR_TYPE,
+        )
+
+    async def _record_attempt(
+        self,
+        delivery_id: str,
+        *,
+        http_status: int | None,
+        error: str | None,
+        succeeded: bool,
+        final: bool,
+    ) -> delivery_log.WebhookDelivery:
+        # The store is synchronous: keep it off the worker's event loop.
+        return await asyncio.to_thread(
+            functools.partial(
+                delivery_log.record_attempt,
+                self._engine,
+                delivery_id,
+                http_status=http_status,
+                error=error,
+                succeeded=succeeded,
+                final=final,
+                at=self._clock(),
+            )
         )
 
 

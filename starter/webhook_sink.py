@@ -355,7 +355,7 @@ class WebhookSink:
             path=path,
             headers=headers,
             body=body,
-            verified=self._verify(headers, body),
+            verified=self._verify(headers, raw_body),
             duplicate=duplicate,
             response_status=status,
         )
@@ -373,7 +373,7 @@ class WebhookSink:
         answer: dict[str, Any] = {"ok": 200 <= status < 300, "duplicate": duplicate}
         await _respond(writer, status, json.dumps(answer).encode() + b"\n")
 
-    def _verify(self, headers: dict[str, str], body: str) -> bool | None:
+    def _verify(self, headers: dict[str, str], body: bytes) -> bool | None:
         if self.secret is None:
             return None
         signature = headers.get(HEADER_SIGNATURE)
@@ -386,7 +386,7 @@ class WebhookSink:
                 body,
                 int(timestamp),
                 signature,
-                now=self._clock(),
+                now=int(self._clock().timestamp()),
                 tolerance_seconds=self.tolerance_seconds,
             )
         except (ValueError, TypeError):

@@ -11,7 +11,12 @@ import httpx
 import pytest
 
 from billing.signature import sign
-from starter.webhook_sink import ReceivedWebhook, WebhookSink, WebhookSinkError, format_delivery
+from starter.webhook_sink import (
+    ReceivedWebhook,
+    WebhookSink,
+    WebhookSinkError,
+    format_delivery,
+)
 
 SECRET = "whsec_sink_test"
 BODY = json.dumps({"webhook_type": "invoice.created", "object_type": "invoice", "invoice": {}})
@@ -30,13 +35,13 @@ def _headers(webhook_id: str, *, secret: str = SECRET, body: str = BODY) -> dict
 async def test_records_verifies_and_deduplicates(tmp_path: Path) -> None:
     seen: list[ReceivedWebhook] = []
     record = tmp_path / "webhooks.jsonl"
-    async with WebhookSink(secret=SECRET, record_path=record, on_delivery=seen.append) as sink:
-        async with httpx.AsyncClient() as http:
-            first = await http.post(sink.url, content=BODY, headers=_headers("wh-1"))
-            again = await http.post(sink.url, content=BODY, headers=_headers("wh-1"))
-            forged = await http.post(
-                sink.url, content=BODY, headers=_headers("wh-2", secret="not-the-secret")
-            )
+    sink = WebhookSink(secret=SECRET, record_path=record, on_delivery=seen.append)
+    async with sink, httpx.AsyncClient() as http:
+        first = await http.post(sink.url, content=BODY, headers=_headers("wh-1"))
+        again = await http.post(sink.url, content=BODY, headers=_headers("wh-1"))
+        forged = await http.post(
+            sink.url, content=BODY, headers=_headers("wh-2", secret="not-the-secret")
+        )
     assert [first.status_code, again.status_code, forged.status_code] == [200, 200, 200]
     assert [(r.webhook_id, r.verified, r.duplicate) for r in sink.received] == [
         ("wh-1", True, False),
@@ -77,7 +82,9 @@ async def test_failure_modes() -> None:
             await http.post(sink.url, content=BODY, headers=_headers("wh-3"))
         assert sink.received[-1].response_status is None
 
-        assert (await http.post(sink.url, content=BODY, headers=_headers("wh-4"))).status_code == 200
+        assert (
+            await http.post(sink.url, content=BODY, headers=_headers("wh-4"))
+        ).status_code == 200
 
 
 async def test_port_taken_names_the_port() -> None:
