@@ -152,8 +152,11 @@ def _percentage(
         return paid_value * terms.rate / _HUNDRED + paid_events * terms.fixed_amount
     # With a per-transaction min or max each paid event is priced and clamped on its own.
     return sum(
-        (terms.clamp(paid * terms.rate / _HUNDRED + terms.fixed_amount)
-         for paid, is_paid in transactions if is_paid),
+        (
+            terms.clamp(paid * terms.rate / _HUNDRED + terms.fixed_amount)
+            for paid, is_paid in transactions
+            if is_paid
+        ),
         _ZERO,
     )
 

@@ -43,8 +43,12 @@ __all__ = ["charge_fee", "compute_fees", "plan_fee"]
 
 
 def plan_fee(
-    plan: Plan, subscription: Subscription, period_start: datetime, period_end: datetime,
-    currency: str, timezone: str,
+    plan: Plan,
+    subscription: Subscription,
+    period_start: datetime,
+    period_end: datetime,
+    currency: str,
+    timezone: str,
 ) -> Fee | None:
     """The plan fee, prorated by days when the subscription started inside the period.
 
@@ -68,7 +72,10 @@ def plan_fee(
 
 
 def charge_fee(
-    charge: Charge, metric: BillableMetric, usage: ChargeUsage, currency: str,
+    charge: Charge,
+    metric: BillableMetric,
+    usage: ChargeUsage,
+    currency: str,
     adjustment: AdjustedFee | None = None,
 ) -> Fee | None:
     """The fee of one charge; ``None`` for 0 units and 0 amount unless adjusted."""
@@ -96,7 +103,9 @@ def charge_fee(
         unit_amount = precise_amount / units if units > 0 else Decimal(0)
     display_name = (
         (adjustment.display_name if adjustment else None)
-        or charge.invoice_display_name or metric.name or charge.code
+        or charge.invoice_display_name
+        or metric.name
+        or charge.code
     )
     return Fee(
         code=charge.code,
@@ -112,9 +121,15 @@ def charge_fee(
 
 
 def compute_fees(
-    plan: Plan, metrics: Mapping[str, BillableMetric], subscription: Subscription,
-    period_start: datetime, period_end: datetime, currency: str, timezone: str,
-    usage: Mapping[str, ChargeUsage], adjustments: Mapping[str, AdjustedFee],
+    plan: Plan,
+    metrics: Mapping[str, BillableMetric],
+    subscription: Subscription,
+    period_start: datetime,
+    period_end: datetime,
+    currency: str,
+    timezone: str,
+    usage: Mapping[str, ChargeUsage],
+    adjustments: Mapping[str, AdjustedFee],
 ) -> tuple[Fee, ...]:
     """All fees of a draft: plan fee first, then charges in plan order.
 
@@ -138,7 +153,10 @@ def compute_fees(
                 f"{charge.billable_metric_code!r}"
             )
         fee = charge_fee(
-            charge, metric, usage.get(charge.code, ChargeUsage()), currency,
+            charge,
+            metric,
+            usage.get(charge.code, ChargeUsage()),
+            currency,
             adjustments.get(charge.code),
         )
         if fee is not None:

@@ -30,8 +30,14 @@ from billing.models import (
 from billing.money import minor_units, to_cents
 
 __all__ = [
-    "CouponConsumption", "Totals", "draft_totals", "finalization_totals",
-    "finalize_zero_amount_invoice", "is_empty", "should_close", "tax_rate",
+    "CouponConsumption",
+    "Totals",
+    "draft_totals",
+    "finalization_totals",
+    "finalize_zero_amount_invoice",
+    "is_empty",
+    "should_close",
+    "tax_rate",
 ]
 
 
@@ -75,8 +81,11 @@ def draft_totals(fees: Sequence[Fee], tax_rate: Decimal, currency: str) -> Total
 
 
 def finalization_totals(
-    fees: Sequence[Fee], applied_coupons: Sequence[AppliedCoupon], tax_rate: Decimal,
-    wallet_balance_cents: int, currency: str,
+    fees: Sequence[Fee],
+    applied_coupons: Sequence[AppliedCoupon],
+    tax_rate: Decimal,
+    wallet_balance_cents: int,
+    currency: str,
 ) -> Totals:
     """Totals at finalization: coupons (only when fees > 0), taxes, then prepaid credits.
 
@@ -118,8 +127,11 @@ def should_close(fees: Sequence[Fee], entity: BillingEntity, customer: Customer)
 
 
 def _totals(
-    fees: Sequence[Fee], consumptions: Sequence[CouponConsumption], rate: Decimal,
-    wallet_balance_cents: int, currency: str,
+    fees: Sequence[Fee],
+    consumptions: Sequence[CouponConsumption],
+    rate: Decimal,
+    wallet_balance_cents: int,
+    currency: str,
 ) -> Totals:
     fees_amount_cents = sum(fee.amount_cents for fee in fees)
     coupons_amount_cents = sum(consumption.amount_cents for consumption in consumptions)
@@ -127,8 +139,9 @@ def _totals(
     # Each fee bears the coupons in proportion to its amount; its taxes apply to the rest.
     weights = [Decimal(fee.amount_cents) for fee in fees]
     precise_coupon_shares = [
-        Decimal(coupons_amount_cents) * weight / fees_amount_cents if fees_amount_cents else
-        Decimal(0)
+        Decimal(coupons_amount_cents) * weight / fees_amount_cents
+        if fees_amount_cents
+        else Decimal(0)
         for weight in weights
     ]
     precise_taxes = [

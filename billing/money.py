@@ -12,6 +12,7 @@ from decimal import ROUND_HALF_UP, Decimal
 __all__ = ["from_cents", "minor_units", "to_cents"]
 
 # ISO 4217 currencies whose minor unit is not 2 decimal places; every other code has 2.
+# fmt: off
 _MINOR_UNITS: dict[str, int] = {
     # no minor unit
     "BIF": 0, "CLP": 0, "DJF": 0, "GNF": 0, "ISK": 0, "JPY": 0, "KMF": 0, "KRW": 0,
@@ -22,6 +23,7 @@ _MINOR_UNITS: dict[str, int] = {
     # ten-thousandths
     "CLF": 4, "UYW": 4,
 }
+# fmt: on
 _DEFAULT_MINOR_UNITS = 2
 
 

@@ -32,7 +32,12 @@ def sign(secret: str, timestamp: int, body: str | bytes) -> str:
 
 
 def verify_signature(
-    secret: str, body: str | bytes, timestamp: int, signature: str, *, now: int,
+    secret: str,
+    body: str | bytes,
+    timestamp: int,
+    signature: str,
+    *,
+    now: int,
     tolerance_seconds: int = DEFAULT_TOLERANCE_SECONDS,
 ) -> bool:
     """True when ``signature`` signs this body at this timestamp, within the tolerance.

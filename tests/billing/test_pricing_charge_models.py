@@ -121,10 +121,12 @@ def test_graduated_free_first_tier() -> None:
 
 
 def test_graduated_ranges_given_as_decimal_strings() -> None:
-    ranges = {"graduated_ranges": [
-        {"from_value": "0", "to_value": "5", "per_unit_amount": "2", "flat_amount": "0"},
-        {"from_value": "6", "to_value": None, "per_unit_amount": "1", "flat_amount": "0"},
-    ]}
+    ranges = {
+        "graduated_ranges": [
+            {"from_value": "0", "to_value": "5", "per_unit_amount": "2", "flat_amount": "0"},
+            {"from_value": "6", "to_value": None, "per_unit_amount": "1", "flat_amount": "0"},
+        ]
+    }
     assert charge_amount("graduated", ranges, 8) == 13
 
 

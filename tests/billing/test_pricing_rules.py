@@ -53,7 +53,9 @@ def metric(function: str | None, precision: int | None = None) -> BillableMetric
         ("floor", -3, "12999", "12000"),
     ],
 )
-def test_round_units(function: str | None, precision: int | None, value: str, expected: str) -> None:
+def test_round_units(
+    function: str | None, precision: int | None, value: str, expected: str
+) -> None:
     rounded = round_units(metric(function, precision), Decimal(value))
     assert rounded == Decimal(expected)
     assert str(rounded) == expected
@@ -95,9 +97,11 @@ COUNT = BillableMetric(code="storage", aggregation_type=AggregationType.COUNT)
         ),
         (
             ChargeModel.GRADUATED_PERCENTAGE,
-            {"graduated_percentage_ranges": [
-                {"from_value": 0, "to_value": None, "rate": "1", "flat_amount": "0"},
-            ]},
+            {
+                "graduated_percentage_ranges": [
+                    {"from_value": 0, "to_value": None, "rate": "1", "flat_amount": "0"},
+                ]
+            },
         ),
     ],
 )
@@ -111,7 +115,11 @@ def test_valid_charges(model: ChargeModel, properties: dict[str, Any]) -> None:
         (ChargeModel.STANDARD, {}, "properties.amount: missing"),
         (ChargeModel.STANDARD, {"amount": "1,5"}, "'1,5' is not a decimal number"),
         (ChargeModel.STANDARD, {"amount": "-0.01"}, "must not be negative"),
-        (ChargeModel.PACKAGE, {"amount": "5", "package_size": "0.5"}, "package_size must be at least 1"),
+        (
+            ChargeModel.PACKAGE,
+            {"amount": "5", "package_size": "0.5"},
+            "package_size must be at least 1",
+        ),
         (
             ChargeModel.GRADUATED,
             {"graduated_ranges": [tier(1, 10), tier(11, None)]},
