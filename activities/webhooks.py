@@ -191,6 +191,7 @@ class WebhookActivities:
         when the attempt failed and the next retry still falls inside the window.
         """
         info = activity.info()
+        began = self._clock()
         attempt = info.attempt
         delivery_id = request.delivery_id
         try:
@@ -249,9 +250,11 @@ class WebhookActivities:
             return _result(delivery, "succeeded")
 
         delay = next_retry_delay(attempt, info.retry_policy or WEBHOOK_RETRY_POLICY)
-        # The server's clock decides when the next attempt runs; under the time-skipping
-        # test server it runs ahead of the worker's clock, so take the later of the two.
-        now = max(self._clock(), info.current_attempt_scheduled_time)
+        # The server's clock decides when the next attempt runs. It is the worker's clock
+        # in production, but the time-skipping test server runs ahead of it: take the later
+        # of the two (the server's start time of this attempt plus the time spent since).
+        clock_now = self._clock()
+        now = max(clock_now, info.started_time + (clock_now - began))
         final = now + delay > request.give_up_at
         delivery = await self._record_attempt(
             delivery_id, http_status=http_status, error=error, succeeded=False, final=final
