@@ -122,7 +122,7 @@ def next_retry_delay(attempt: int, policy: RetryPolicy = WEBHOOK_RETRY_POLICY) -
     # overflow for very large attempt numbers.
     exponent = min(attempt - 1, 256)
     seconds = initial.total_seconds() * policy.backoff_coefficient**exponent
-    return min(timedelta(seconds=seconds), maximum)
+    return min(timedelta(seconds=min(seconds, maximum.total_seconds())), maximum)
 
 
 class DeliverWebhookRequest(BaseModel):

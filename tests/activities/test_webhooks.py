@@ -13,7 +13,6 @@ import httpx
 import pytest
 import pytest_asyncio
 import sqlalchemy
-from store.webhooks import get_delivery, list_deliveries
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -27,6 +26,7 @@ from activities.webhooks import (
 )
 from billing.signature import verify_signature
 from starter.webhook_sink import WebhookSink
+from store.webhooks import get_delivery, list_deliveries
 from tests.activities.webhook_support import SECRET, finalized_delivery
 
 HOUR = timedelta(hours=1)
