@@ -122,7 +122,8 @@ def _volume(properties: Mapping[str, Any], units: Decimal, _: Sequence[Decimal])
     10.5 units fall in "11-20" rather than between "0-10" and "11-20".
     """
     rounded_up = units.to_integral_value(rounding=ROUND_CEILING)
-    for tier in _tiers(properties, "volume_ranges", "per_unit_amount"):
+    tiers = sorted(_tiers(properties, "volume_ranges", "per_unit_amount"), key=_from_value)
+    for tier in tiers:
         if tier.from_value <= rounded_up and (tier.to_value is None or units <= tier.to_value):
             return units * tier.unit_price + tier.flat_amount
     return _ZERO  # no tier matches: only possible with tiers that leave gaps
@@ -140,6 +141,7 @@ def _percentage(
     """
     terms = _percentage_terms(properties)
     if event_values:
+        # A negative event (a refund) cannot make a percentage fee give money back.
         transactions = _paid_transactions(terms, [max(v, _ZERO) for v in event_values])
     elif units > 0:
         transactions = _paid_transactions(terms.without_free_events(), [units])
@@ -236,6 +238,10 @@ def _tiers(properties: Mapping[str, Any], key: str, price_key: str) -> list[_Tie
             )
         )
     return tiers
+
+
+def _from_value(tier: _Tier) -> Decimal:
+    return tier.from_value
 
 
 def _check_tier_layout(key: str, tiers: Sequence[_Tier]) -> None:

@@ -318,3 +318,14 @@ def test_properties_that_cannot_be_priced(
 ) -> None:
     with pytest.raises(InvalidChargeProperties, match=message):
         charge_amount(model, properties, 1)
+
+
+def test_volume_tiers_given_out_of_order() -> None:
+    shuffled = {"volume_ranges": [tier(11, None, "0.5"), tier(0, 10, "1")]}
+    assert charge_amount("volume", shuffled, 5) == 5
+    assert charge_amount("volume", shuffled, 12) == 6
+
+
+def test_percentage_negative_event_values_count_as_zero() -> None:
+    props = {"rate": "10", "fixed_amount": "1"}
+    assert charge_amount("percentage", props, 80, [100, -20]) == D("12")  # 10 + 2 x 1
