@@ -1,0 +1,67 @@
+"""The first migration creates every table and the immutability triggers, on both dialects."""
+
+from __future__ import annotations
+
+from alembic import command
+from sqlalchemy import Engine, inspect, text
+
+from store.db import alembic_config, make_engine, upgrade
+from store.schema import Base
+
+EXPECTED_TABLES = {
+    "billing_entities", "customers", "billable_metrics", "plans", "charges", "subscriptions",
+    "usage_events", "rejected_events", "rejected_inputs", "invoices", "fees", "adjusted_fees",
+    "coupons", "applied_coupons", "coupon_consumptions", "wallets", "wallet_transactions",
+    "invoice_sequences", "webhook_endpoints", "webhook_deliveries",
+}
+
+
+def _triggers(engine: Engine) -> set[str]:
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            rows = connection.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'"))
+        else:
+            rows = connection.execute(
+                text(
+                    "SELECT DISTINCT trigger_name FROM information_schema.triggers "
+                    "WHERE trigger_schema = current_schema()"
+                )
+            )
+        return {row[0] for row in rows}
+
+
+def test_upgrade_creates_every_table_and_the_triggers(engine: Engine) -> None:
+    tables = set(inspect(engine).get_table_names())
+    assert EXPECTED_TABLES <= tables
+    assert set(Base.metadata.tables) <= tables
+    triggers = _triggers(engine)
+    assert "invoices_immutable_after_finalization" in triggers
+    assert any(name.startswith("fees_") for name in triggers)
+    assert any(name.startswith("adjusted_fees_") for name in triggers)
+
+
+def test_upgrade_is_idempotent_and_reversible(database_url: str) -> None:
+    upgrade(database_url)  # already at head: nothing to do
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            config = alembic_config(database_url)
+            config.attributes["connection"] = connection
+            command.downgrade(config, "base")
+        assert not EXPECTED_TABLES & set(inspect(engine).get_table_names())
+        upgrade(database_url)
+        assert EXPECTED_TABLES <= set(inspect(engine).get_table_names())
+        assert "invoices_immutable_after_finalization" in _triggers(engine)
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_engine_settings(tmp_path: object) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}/settings.db")
+    try:
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+    finally:
+        engine.dispose()
