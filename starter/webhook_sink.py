@@ -1,7 +1,8 @@
 """A small local webhook receiver for ``billing dev`` and the tests.
 
 It accepts the POSTs that :mod:`activities.webhooks` sends, verifies their signature
-(with :func:`billing.signature.verify_signature` when it knows the secret), deduplicates
+(with :func:`billing.signature.verify_signature` when it knows the secret; a bad signature
+is recorded, and answered 401 with ``reject_unverified=True``), deduplicates
 on ``X-Billing-Webhook-Id`` the way a real receiver should, and records every request it
 sees: in memory (:attr:`WebhookSink.received`), optionally as one JSON line per request in
 a file, and through an ``on_delivery`` callback.
@@ -166,12 +167,14 @@ class WebhookSink:
         record_path: Path | str | None = None,
         on_delivery: DeliveryCallback | None = None,
         tolerance_seconds: int = 300,
+        reject_unverified: bool = False,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.secret = secret
         self.record_path = Path(record_path) if record_path is not None else None
         self.on_delivery = on_delivery
         self.tolerance_seconds = tolerance_seconds
+        self.reject_unverified = reject_unverified
         self._clock = clock
         self.received: list[ReceivedWebhook] = []
         self._accepted_ids: set[str] = set()
@@ -347,6 +350,9 @@ class WebhookSink:
 
         plan = self._plans.popleft() if self._plans else _Plan()
         status: int | None = None if plan.garbage else (plan.status or self._default_status)
+        verified = self._verify(headers, raw_body)
+        if verified is False and self.reject_unverified and status is not None:
+            status = 401
         webhook_id = headers.get(HEADER_ID)
         duplicate = webhook_id is not None and webhook_id in self._accepted_ids
         record = ReceivedWebhook(
@@ -355,7 +361,7 @@ class WebhookSink:
             path=path,
             headers=headers,
             body=body,
-            verified=self._verify(headers, raw_body),
+            verified=verified,
             duplicate=duplicate,
             response_status=status,
         )

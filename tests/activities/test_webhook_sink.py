@@ -95,3 +95,15 @@ async def test_port_taken_names_the_port() -> None:
         sink = WebhookSink()
         with pytest.raises(WebhookSinkError, match=f"127.0.0.1:{port}"):
             await sink.start("127.0.0.1", port)
+
+
+async def test_can_reject_bad_signatures() -> None:
+    async with (
+        WebhookSink(secret=SECRET, reject_unverified=True) as sink,
+        httpx.AsyncClient() as http,
+    ):
+        good = await http.post(sink.url, content=BODY, headers=_headers("wh-1"))
+        bad = await http.post(sink.url, content=BODY, headers=_headers("wh-2", secret="nope"))
+        unsigned = await http.post(sink.url, content=BODY)
+    assert [good.status_code, bad.status_code, unsigned.status_code] == [200, 401, 401]
+    assert [r.verified for r in sink.received] == [True, False, False]
