@@ -13,13 +13,14 @@ events. Only ``weighted_sum`` metrics and ``percentage`` charges fetch per-event
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import ColumnElement, Engine, Select, func, select
+from sqlalchemy import ColumnElement, Engine, Select, func, select, text
 from sqlalchemy.orm import Session
 
 from billing.aggregations import to_decimal
@@ -259,18 +260,58 @@ def _accepted_ids(session: Session, subscription_external_id: str, ids: Sequence
     return set(found)
 
 
+_POSTGRES_BULK_INSERT = text(
+    """
+    INSERT INTO usage_events (subscription_external_id, transaction_id, code, "timestamp",
+                              properties, number_value, text_value)
+    SELECT batch.subscription_external_id, batch.transaction_id, batch.code, batch.at,
+           batch.properties::jsonb, batch.number_value, batch.text_value
+    FROM unnest(
+        CAST(:subscription_external_ids AS text[]),
+        CAST(:transaction_ids AS text[]),
+        CAST(:codes AS text[]),
+        CAST(:timestamps AS timestamptz[]),
+        CAST(:properties AS text[]),
+        CAST(:number_values AS numeric[]),
+        CAST(:text_values AS text[])
+    ) WITH ORDINALITY AS batch(subscription_external_id, transaction_id, code, at, properties,
+                               number_value, text_value, position)
+    ORDER BY batch.position
+    ON CONFLICT (subscription_external_id, transaction_id) DO NOTHING
+    RETURNING id
+    """
+)
+
+
 def _insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> int:
-    """Insert new events; copies of known transaction ids are skipped by the database."""
+    """Insert new events; copies of known transaction ids are skipped by the database.
+
+    PostgreSQL gets the whole batch as one array per column (``unnest``): one short
+    statement instead of thousands of placeholders, several times faster.
+    """
     if not rows:
         return 0
+    if session.get_bind().dialect.name == "postgresql":
+        result = session.execute(
+            _POSTGRES_BULK_INSERT,
+            {
+                "subscription_external_ids": [row["subscription_external_id"] for row in rows],
+                "transaction_ids": [row["transaction_id"] for row in rows],
+                "codes": [row["code"] for row in rows],
+                "timestamps": [row["timestamp"].astimezone(UTC) for row in rows],
+                "properties": [json.dumps(row["properties"]) for row in rows],
+                "number_values": [row["number_value"] for row in rows],
+                "text_values": [row["text_value"] for row in rows],
+            },
+        )
+        return len(result.all())
     statement = (
         dialect_insert(session, UsageEventRow)
         .on_conflict_do_nothing(index_elements=["subscription_external_id", "transaction_id"])
         .returning(UsageEventRow.__table__.c.id)
     )
     # Core execution (not ORM bulk) keeps large batches fast; column types still apply.
-    result = session.connection().execute(statement, list(rows))
-    return len(result.all())
+    return len(session.connection().execute(statement, list(rows)).all())
 
 
 # --------------------------------------------------------------------------- aggregation
