@@ -12,7 +12,13 @@ from sqlalchemy import Engine, text
 
 from billing.errors import InvoiceNotEditable, NotFound, UnknownCharge
 from billing.models import AdjustedFee, AdjustmentMode, InvoiceStatus
-from store.catalog import apply_coupon, get_wallet, list_applied_coupons, load_catalog, top_up_wallet
+from store.catalog import (
+    apply_coupon,
+    get_wallet,
+    list_applied_coupons,
+    load_catalog,
+    top_up_wallet,
+)
 from store.invoices import (
     adjust_fee,
     create_draft,
@@ -44,7 +50,11 @@ def _calls(count: int, subscription: str = NORTHWIND, prefix: str = "call") -> l
 def test_draft_is_idempotent_and_refresh_picks_up_late_usage(catalog_engine: Engine) -> None:
     start, end = january("America/New_York")
     draft = create_draft(catalog_engine, NORTHWIND, start, end)
-    assert (draft.status, draft.number, draft.currency) == (InvoiceStatus.DRAFT, "ACME-DRAFT", "USD")
+    assert (draft.status, draft.number, draft.currency) == (
+        InvoiceStatus.DRAFT,
+        "ACME-DRAFT",
+        "USD",
+    )
     assert [fee.code for fee in draft.fees] == ["subscription"]
     assert draft.fees_amount_cents == 29_900
     assert draft.coupons_amount_cents == 0 and draft.prepaid_credit_amount_cents == 0
@@ -82,7 +92,9 @@ def test_adjustments_survive_refresh_and_can_be_removed(catalog_engine: Engine) 
     )
     storage = next(fee for fee in adjusted.fees if fee.code == "peak_storage_gb")
     assert (storage.amount_cents, storage.adjusted, storage.display_name) == (
-        1_234, True, "Storage (goodwill)"
+        1_234,
+        True,
+        "Storage (goodwill)",
     )
     # Later usage does not move an adjusted fee.
     record_usage(
@@ -94,7 +106,9 @@ def test_adjustments_survive_refresh_and_can_be_removed(catalog_engine: Engine) 
     )
     refreshed = refresh_draft(catalog_engine, draft.id)
     assert next(f for f in refreshed.fees if f.code == "peak_storage_gb").amount_cents == 1_234
-    assert [a.charge_code for a in list_adjustments(catalog_engine, draft.id)] == ["peak_storage_gb"]
+    assert [a.charge_code for a in list_adjustments(catalog_engine, draft.id)] == [
+        "peak_storage_gb"
+    ]
 
     restored = remove_adjustment(catalog_engine, draft.id, "peak_storage_gb")
     storage = next(fee for fee in restored.fees if fee.code == "peak_storage_gb")
@@ -137,7 +151,9 @@ def test_finalize_applies_coupon_and_credits_once(catalog_engine: Engine) -> Non
 
     delivery = get_delivery(catalog_engine, outcome.delivery_ids[0])
     assert (delivery.webhook_type, delivery.status, delivery.attempts) == (
-        "invoice.created", "pending", 0
+        "invoice.created",
+        "pending",
+        0,
     )
     assert '"number":"ACME-000001"' in delivery.body
     assert list_invoices(catalog_engine, status="finalized") == [invoice]
@@ -183,9 +199,11 @@ def test_the_database_refuses_changes_to_a_finalized_invoice(
     start, end = january("America/New_York")
     draft = create_draft(catalog_engine, NORTHWIND, start, end)
     finalized = finalize_invoice(catalog_engine, draft.id, ISSUED_AT).invoice
-    with pytest.raises(sqlalchemy.exc.DBAPIError, match="finalized"):
-        with catalog_engine.begin() as connection:
-            connection.execute(text(statement), {"id": draft.id})
+    with (
+        pytest.raises(sqlalchemy.exc.DBAPIError, match="finalized"),
+        catalog_engine.begin() as connection,
+    ):
+        connection.execute(text(statement), {"id": draft.id})
     assert get_invoice(catalog_engine, draft.id) == finalized
 
 
@@ -301,7 +319,7 @@ def test_numbering_is_gapless_under_concurrent_finalizations(engine: Engine, wor
         try:
             barrier.wait()
             numbers.append(finalize_invoice(engine, invoice_id, ISSUED_AT).invoice.number)
-        except BaseException as error:  # noqa: BLE001 - reported below
+        except BaseException as error:
             errors.append(error)
 
     threads = [threading.Thread(target=finalize, args=(d.id,)) for d in drafts]

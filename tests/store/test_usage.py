@@ -108,7 +108,11 @@ AGGREGATION_CATALOG = {
         {
             "code": "all",
             "charges": [
-                {"billable_metric_code": code, "charge_model": "standard", "properties": {"amount": "1"}}
+                {
+                    "billable_metric_code": code,
+                    "charge_model": "standard",
+                    "properties": {"amount": "1"},
+                }
                 for code in ("m_count", "m_sum", "m_max", "m_unique", "m_latest", "m_weighted")
             ]
             + [
@@ -147,8 +151,11 @@ def test_sql_aggregation_matches_the_pricing_core(engine: Engine, seed: int) -> 
 
     usage = period_usage(engine, get_billing_context(engine, "s"), start, end)
     for code in codes:
-        aggregation = AggregationType(code.removeprefix("m_").replace("weighted", "weighted_sum")
-                                      .replace("unique", "unique_count"))
+        aggregation = AggregationType(
+            code.removeprefix("m_")
+            .replace("weighted", "weighted_sum")
+            .replace("unique", "unique_count")
+        )
         expected = aggregate(aggregation, pairs, start, end)
         assert usage[code].units == expected, code
         assert usage[code].events_count == len(pairs)
