@@ -1,0 +1,225 @@
+"""Invoice activities: each one unit of work in the store, idempotent on its business key.
+
+Temporal may run an activity more than once, so every method relies on the store's
+business keys (subscription + period for the invoice, transaction id for events, delivery
+id for webhooks). Domain errors are permanent: they become non-retryable
+``ApplicationError`` s whose type is the error's class name, so the workflow can tell the
+caller what was wrong. Anything else (a dropped connection, a lock timeout) is retried.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from datetime import datetime
+from typing import ParamSpec, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import Engine
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from billing.errors import BillingError
+from billing.models import AdjustedFee, Invoice, UsageEvent
+from billing.periods import describe_period
+from store import catalog, invoices, usage
+
+__all__ = [
+    "CreateDraftRequest",
+    "FeeAdjustmentRequest",
+    "FinalizeRequest",
+    "FinalizeResult",
+    "InvoiceActivities",
+    "InvoiceRef",
+    "PeriodSettings",
+    "PeriodSettingsRequest",
+    "RecordRejectionRequest",
+    "RecordUsageRequest",
+    "RecordUsageResult",
+    "RemoveAdjustmentRequest",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class PeriodSettingsRequest(_Request):
+    subscription_external_id: str
+    period_start: datetime
+    period_end: datetime
+
+
+class PeriodSettings(_Request):
+    """What the workflow needs to know about its customer, read once per period."""
+
+    customer_external_id: str
+    billing_entity_code: str
+    currency: str
+    timezone: str
+    grace_period_days: int
+    period_label: str
+    charge_codes: list[str] = []
+
+
+class RecordUsageRequest(_Request):
+    subscription_external_id: str
+    period_start: datetime
+    period_end: datetime
+    events: list[UsageEvent]
+
+
+class RejectedUsage(_Request):
+    transaction_id: str
+    code: str
+    reason: str
+
+
+class RecordUsageResult(_Request):
+    accepted: int
+    duplicates: int
+    rejected: list[RejectedUsage]
+
+
+class CreateDraftRequest(_Request):
+    subscription_external_id: str
+    period_start: datetime
+    period_end: datetime
+
+
+class InvoiceRef(_Request):
+    invoice_id: str
+
+
+class FeeAdjustmentRequest(_Request):
+    invoice_id: str
+    adjustment: AdjustedFee
+
+
+class RemoveAdjustmentRequest(_Request):
+    invoice_id: str
+    charge_code: str
+
+
+class FinalizeRequest(_Request):
+    invoice_id: str
+    issued_at: datetime
+
+
+class FinalizeResult(_Request):
+    invoice: Invoice
+    delivery_ids: list[str]
+
+
+class RecordRejectionRequest(_Request):
+    key: str  # idempotency key: workflow run + sequence number of the input
+    source: str  # the workflow id
+    kind: str
+    payload: str
+    reason: str
+
+
+def _permanent_domain_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """Turn domain errors into non-retryable application errors named after their class."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except BillingError as err:
+            raise ApplicationError(str(err), type=type(err).__name__, non_retryable=True) from err
+
+    return wrapper
+
+
+class InvoiceActivities:
+    """Activities over one database; built once in the worker with its engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @activity.defn
+    @_permanent_domain_errors
+    def load_period_settings(self, request: PeriodSettingsRequest) -> PeriodSettings:
+        context = catalog.get_billing_context(self._engine, request.subscription_external_id)
+        return PeriodSettings(
+            customer_external_id=context.customer.external_id,
+            billing_entity_code=context.billing_entity.code,
+            currency=context.currency,
+            timezone=context.timezone,
+            grace_period_days=context.grace_period_days,
+            period_label=describe_period(
+                request.period_start, request.period_end, context.timezone
+            ),
+            charge_codes=[charge.code for charge in context.plan.charges],
+        )
+
+    @activity.defn
+    @_permanent_domain_errors
+    def record_usage(self, request: RecordUsageRequest) -> RecordUsageResult:
+        result = usage.record_usage(
+            self._engine,
+            request.subscription_external_id,
+            request.period_start,
+            request.period_end,
+            request.events,
+        )
+        return RecordUsageResult(
+            accepted=result.accepted,
+            duplicates=result.duplicates,
+            rejected=[
+                RejectedUsage(transaction_id=r.transaction_id, code=r.code, reason=r.reason)
+                for r in result.rejected
+            ],
+        )
+
+    @activity.defn
+    @_permanent_domain_errors
+    def create_draft(self, request: CreateDraftRequest) -> Invoice:
+        return invoices.create_draft(
+            self._engine,
+            request.subscription_external_id,
+            request.period_start,
+            request.period_end,
+        )
+
+    @activity.defn
+    @_permanent_domain_errors
+    def queue_drafted_webhook(self, request: InvoiceRef) -> list[str]:
+        return invoices.queue_drafted_webhook(self._engine, request.invoice_id)
+
+    @activity.defn
+    @_permanent_domain_errors
+    def refresh_draft(self, request: InvoiceRef) -> Invoice:
+        return invoices.refresh_draft(self._engine, request.invoice_id)
+
+    @activity.defn
+    @_permanent_domain_errors
+    def adjust_fee(self, request: FeeAdjustmentRequest) -> Invoice:
+        return invoices.adjust_fee(self._engine, request.invoice_id, request.adjustment)
+
+    @activity.defn
+    @_permanent_domain_errors
+    def remove_adjustment(self, request: RemoveAdjustmentRequest) -> Invoice:
+        return invoices.remove_adjustment(self._engine, request.invoice_id, request.charge_code)
+
+    @activity.defn
+    @_permanent_domain_errors
+    def finalize_invoice(self, request: FinalizeRequest) -> FinalizeResult:
+        outcome = invoices.finalize_invoice(self._engine, request.invoice_id, request.issued_at)
+        return FinalizeResult(invoice=outcome.invoice, delivery_ids=list(outcome.delivery_ids))
+
+    @activity.defn
+    @_permanent_domain_errors
+    def record_rejection(self, request: RecordRejectionRequest) -> None:
+        usage.record_rejected_input(
+            self._engine,
+            key=request.key,
+            source=request.source,
+            kind=request.kind,
+            payload=request.payload,
+            reason=request.reason,
+        )

@@ -1,0 +1,386 @@
+"""BillingPeriodWorkflow on the time-skipping server, with real activities, a real
+database (SQLite and PostgreSQL) and a real HTTP webhook receiver."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.common import RawValue
+from temporalio.exceptions import ApplicationError
+
+from billing.models import InvoiceStatus, UsageEvent
+from billing.signature import verify_signature
+from store.catalog import apply_coupon, get_wallet, top_up_wallet
+from store.invoices import get_invoice
+from store.webhooks import list_deliveries
+from tests.workflows.period_support import SECRET, PeriodHarness, harness, workflow_task_failures
+from workflows.billing_period import BillingPeriodWorkflow
+from workflows.messages import (
+    AddUsage,
+    EditFee,
+    FinalizeInvoice,
+    PeriodPhase,
+    RefreshInvoice,
+    RemoveFeeAdjustment,
+)
+
+__all__ = ["harness"]  # the fixture, imported for pytest
+
+
+def event(tx: str, code: str, when: datetime, sub: str = "sub_pro", **props: Any) -> UsageEvent:
+    return UsageEvent(
+        transaction_id=tx,
+        external_subscription_id=sub,
+        code=code,
+        timestamp=when,
+        properties=props,
+    )
+
+
+def fee(invoice: Any, code: str) -> Any:
+    matches = [f for f in invoice.fees if f.code == code]
+    assert matches, f"no fee {code!r} on {invoice.number}: {[f.code for f in invoice.fees]}"
+    return matches[0]
+
+
+async def test_seed_example_late_usage_lands_in_the_january_draft(harness: PeriodHarness) -> None:
+    handle = await harness.start("sub_pro")
+    await harness.wait_for_draft(handle)
+
+    # "Today" is inside the grace period: an event stamped January 11 is included, one
+    # stamped February 2 belongs to the February invoice.
+    receipt = await handle.execute_update(
+        BillingPeriodWorkflow.add_usage_sync,
+        AddUsage(
+            events=[
+                event("jan-11", "api_calls", datetime(2026, 1, 11, 17, 15, tzinfo=UTC)),
+                event("feb-02", "api_calls", datetime(2026, 2, 2, 16, 15, tzinfo=UTC)),
+            ]
+        ),
+    )
+    assert receipt.accepted == 1
+    assert [r.transaction_id for r in receipt.rejected] == ["feb-02"]
+    assert "2026-02-01..2026-02-28" in receipt.rejected[0].reason
+
+    draft = await handle.execute_update(
+        BillingPeriodWorkflow.refresh_invoice_sync, RefreshInvoice()
+    )
+    assert draft.status == InvoiceStatus.DRAFT
+    assert draft.number == "ACME-DRAFT"
+    assert fee(draft, "api_calls").units == Decimal("1")
+    assert fee(draft, "subscription").amount_cents == 10000
+
+    final = await handle.result()  # the 3-day grace timer is skipped
+    assert final.status == InvoiceStatus.FINALIZED
+    assert final.number == "ACME-000001"
+    assert final.fees_amount_cents == 10001
+    assert final.total_amount_cents == 10001
+    assert await workflow_task_failures(handle) == []
+
+
+async def test_fee_edits_survive_refresh_and_finalization(harness: PeriodHarness) -> None:
+    handle = await harness.start("sub_pro")
+    await harness.wait_for_draft(handle)
+    jan = datetime(2026, 1, 5, tzinfo=UTC)
+    await handle.execute_update(
+        BillingPeriodWorkflow.add_usage_sync,
+        AddUsage(events=[event(f"call-{i}", "api_calls", jan) for i in range(300)]),
+    )
+
+    # Total units through the graduated charge: 12 GB = 10 x 2 + 2 x 1 = 22.00
+    edited = await handle.execute_update(
+        BillingPeriodWorkflow.edit_fee_sync,
+        EditFee(charge_code="storage_gb", mode="units", units=Decimal("12")),
+    )
+    assert fee(edited, "storage_gb").amount_cents == 2200
+    assert fee(edited, "storage_gb").adjusted
+
+    # Total amount replaces the computed amount (300 calls x 0.01 would be 3.00).
+    edited = await handle.execute_update(
+        BillingPeriodWorkflow.edit_fee_sync,
+        EditFee(
+            charge_code="api_calls", mode="amount", units=Decimal("1"), unit_amount=Decimal("1.50")
+        ),
+    )
+    assert fee(edited, "api_calls").amount_cents == 150
+
+    # A fee for a charge that produced none (0 seats), and a display name only edit.
+    edited = await handle.execute_update(
+        BillingPeriodWorkflow.edit_fee_sync,
+        EditFee(
+            charge_code="seats", mode="units", units=Decimal("2"), display_name="Seats (manual)"
+        ),
+    )
+    assert fee(edited, "seats").amount_cents == 1000
+    assert fee(edited, "seats").display_name == "Seats (manual)"
+
+    # Later usage does not change an adjusted fee; refresh keeps every adjustment.
+    await handle.execute_update(
+        BillingPeriodWorkflow.add_usage_sync,
+        AddUsage(
+            events=[
+                event("more-calls", "api_calls", jan),
+                event("gb-1", "storage_gb", jan, gb=50),
+            ]
+        ),
+    )
+    refreshed = await handle.execute_update(
+        BillingPeriodWorkflow.refresh_invoice_sync, RefreshInvoice()
+    )
+    assert fee(refreshed, "storage_gb").amount_cents == 2200
+    assert fee(refreshed, "api_calls").amount_cents == 150
+    assert fee(refreshed, "seats").amount_cents == 1000
+
+    await handle.signal(BillingPeriodWorkflow.finalize_invoice, FinalizeInvoice())
+    final = await handle.result()
+    assert final.status == InvoiceStatus.FINALIZED
+    assert final.fees_amount_cents == 10000 + 2200 + 150 + 1000
+    assert [f.adjusted for f in final.fees if f.code != "subscription"] == [True, True, True]
+
+
+async def test_removing_an_adjustment_restores_the_computed_fee(harness: PeriodHarness) -> None:
+    handle = await harness.start("sub_pro")
+    await harness.wait_for_draft(handle)
+    jan = datetime(2026, 1, 5, tzinfo=UTC)
+    await handle.execute_update(
+        BillingPeriodWorkflow.add_usage_sync,
+        AddUsage(events=[event("gb", "storage_gb", jan, gb=3)]),
+    )
+    edited = await handle.execute_update(
+        BillingPeriodWorkflow.edit_fee_sync,
+        EditFee(charge_code="storage_gb", mode="display_name", display_name="Disk"),
+    )
+    assert fee(edited, "storage_gb").display_name == "Disk"
+    assert fee(edited, "storage_gb").amount_cents == 600
+    restored = await handle.execute_update(
+        BillingPeriodWorkflow.remove_fee_adjustment_sync,
+        RemoveFeeAdjustment(charge_code="storage_gb"),
+    )
+    assert not fee(restored, "storage_gb").adjusted
+    assert fee(restored, "storage_gb").display_name != "Disk"
+    await handle.terminate("test done")
+
+
+async def test_coupon_and_credits_added_in_grace_apply_only_at_finalization(
+    harness: PeriodHarness,
+) -> None:
+    handle = await harness.start("sub_pro")
+    await harness.wait_for_draft(handle)
+    apply_coupon(
+        harness.engine,
+        customer_external_id="cust_inherit",
+        coupon_code="welcome",
+        applied_coupon_id="ac-1",
+    )
+    top_up_wallet(
+        harness.engine, customer_external_id="cust_inherit", amount_cents=1000, transaction_id="t1"
+    )
+    draft = await handle.execute_update(
+        BillingPeriodWorkflow.refresh_invoice_sync, RefreshInvoice()
+    )
+    assert draft.coupons_amount_cents == 0
+    assert draft.prepaid_credit_amount_cents == 0
+    assert draft.total_amount_cents == 10000
+    assert get_wallet(harness.engine, "cust_inherit").balance_cents == 1000
+
+    await handle.execute_update(BillingPeriodWorkflow.finalize_invoice_sync, FinalizeInvoice())
+    final = await handle.result()
+    assert final.coupons_amount_cents == 2500
+    assert final.prepaid_credit_amount_cents == 1000
+    assert final.total_amount_cents == 10000 - 2500 - 1000
+    assert get_wallet(harness.engine, "cust_inherit").balance_cents == 0
+
+
+@pytest.mark.parametrize(
+    ("subscription", "status"),
+    [
+        ("sub_skip", InvoiceStatus.CLOSED),  # customer skip
+        ("sub_inherit_true", InvoiceStatus.FINALIZED),  # inherit, entity true
+        ("sub_inherit_false", InvoiceStatus.CLOSED),  # inherit, entity false
+        ("sub_finalize", InvoiceStatus.FINALIZED),  # customer finalize, entity false
+    ],
+)
+async def test_empty_invoice_matrix(
+    harness: PeriodHarness, subscription: str, status: InvoiceStatus
+) -> None:
+    handle = await harness.start(subscription, grace_period_seconds=0)
+    final = await handle.result()
+    assert final.status == status
+    assert final.fees_amount_cents == 0
+    deliveries = list_deliveries(harness.engine, invoice_id=final.id)
+    if status == InvoiceStatus.CLOSED:
+        assert final.number in ("", None) or (
+            "DRAFT" not in final.number and not final.number[-1].isdigit()
+        )
+        assert deliveries == []
+        assert harness.sink.accepted == []
+    else:
+        assert final.number.endswith("000001")
+        assert [d.status for d in deliveries] == ["succeeded"]
+        assert len(harness.sink.accepted) == 1
+
+
+async def test_coupon_to_zero_still_finalizes_and_sends_the_webhook(
+    harness: PeriodHarness,
+) -> None:
+    apply_coupon(
+        harness.engine,
+        customer_external_id="cust_skip",
+        coupon_code="everything",
+        applied_coupon_id="ac-everything",
+    )
+    handle = await harness.start("sub_skip_paid", grace_period_seconds=0)
+    final = await handle.result()
+    assert final.status == InvoiceStatus.FINALIZED
+    assert final.fees_amount_cents == 10000
+    assert final.total_amount_cents == 0
+    [received] = harness.sink.accepted
+    body = json.loads(received.body)
+    assert body["webhook_type"] == "invoice.created"
+    assert body["invoice"]["number"] == final.number
+
+
+async def test_finalize_now_ends_the_grace_period_early(harness: PeriodHarness) -> None:
+    handle = await harness.start("sub_pro", grace_period_seconds=30 * 24 * 3600)
+    view = await harness.wait_for_draft(handle)
+    assert view.grace_period_ends_at is not None
+    final = await handle.execute_update(
+        BillingPeriodWorkflow.finalize_invoice_sync, FinalizeInvoice(reason="customer asked")
+    )
+    assert final.status == InvoiceStatus.FINALIZED
+    result = await handle.result()
+    assert result.number == final.number
+    described = await handle.describe()
+    assert described.close_time is not None
+    assert described.close_time < view.grace_period_ends_at
+
+
+async def test_zero_grace_finalizes_at_once(harness: PeriodHarness) -> None:
+    handle = await harness.start("sub_pro", grace_period_seconds=0)
+    final = await handle.result()
+    assert final.status == InvoiceStatus.FINALIZED
+    assert get_invoice(harness.engine, final.id).number == "ACME-000001"
+
+
+async def test_changes_after_finalization_are_refused(harness: PeriodHarness) -> None:
+    handle = await harness.start("sub_pro", webhook_retry_window_seconds=3600)
+    harness.sink.respond_with(503)  # keeps the workflow open, delivering, after finalization
+    await harness.wait_for_draft(handle)
+    await handle.signal(BillingPeriodWorkflow.finalize_invoice, FinalizeInvoice())
+    await harness.wait_for(handle, lambda v: v.phase == PeriodPhase.FINALIZED)
+
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update(
+            BillingPeriodWorkflow.edit_fee_sync,
+            EditFee(charge_code="seats", mode="units", units=Decimal("1")),
+        )
+    assert isinstance(refused.value.cause, ApplicationError)
+    assert "invoice ACME-000001 is finalized" in refused.value.cause.message
+
+    await handle.signal(
+        BillingPeriodWorkflow.add_usage,
+        AddUsage(events=[event("late", "api_calls", datetime(2026, 1, 3, tzinfo=UTC))]),
+    )
+    await harness.wait_for(handle, lambda v: v.inputs_rejected >= 1)
+    rejections = await handle.query(BillingPeriodWorkflow.rejections)
+    assert "is finalized" in rejections[-1].reason
+
+    harness.sink.respond_with(200)
+    final = await handle.result()
+    assert final.fees_amount_cents == 10000  # the late event changed nothing
+    assert await workflow_task_failures(handle) == []
+
+
+async def test_duplicate_transaction_ids_count_once(harness: PeriodHarness) -> None:
+    handle = await harness.start("sub_pro")
+    await harness.wait_for_draft(handle)
+    jan = datetime(2026, 1, 9, tzinfo=UTC)
+    batch = AddUsage(events=[event("dup-1", "api_calls", jan), event("dup-2", "api_calls", jan)])
+    first = await handle.execute_update(BillingPeriodWorkflow.add_usage_sync, batch)
+    again = await handle.execute_update(BillingPeriodWorkflow.add_usage_sync, batch)
+    assert (first.accepted, first.duplicates) == (2, 0)
+    assert (again.accepted, again.duplicates) == (0, 2)
+    draft = await handle.execute_update(
+        BillingPeriodWorkflow.refresh_invoice_sync, RefreshInvoice()
+    )
+    assert fee(draft, "api_calls").units == Decimal("2")
+    await handle.terminate("test done")
+
+
+async def test_malformed_signals_are_recorded_without_task_failures(
+    harness: PeriodHarness,
+) -> None:
+    handle = await harness.start("sub_pro")
+    await harness.wait_for_draft(handle)
+    await handle.signal("add_usage", {"events": "not a list"})
+    await handle.signal("add_usage", {"events": [{"transaction_id": "x"}]})
+    await handle.signal("edit_fee", {"charge_code": "seats", "mode": "units", "units": "-4"})
+    await handle.signal("edit_fee", {"charge_code": "seats", "mode": "units", "units": "NaN"})
+    await handle.signal("edit_fee", {"charge_code": "nope", "mode": "units", "units": "1"})
+    await handle.signal("finalize_invoice", "garbage", "more garbage")  # type: ignore[call-overload]
+    await handle.signal("no_such_signal", {"a": 1})
+    await handle.signal("add_usage", RawValue(_raw_bytes_payload()))
+
+    view = await harness.wait_for(handle, lambda v: v.inputs_rejected >= 8)
+    assert view.phase == PeriodPhase.DRAFT
+    reasons = [r.reason for r in await handle.query(BillingPeriodWorkflow.rejections)]
+    assert any("malformed add_usage" in r for r in reasons)
+    assert any("unknown signal 'no_such_signal'" in r for r in reasons)
+    assert any("'nope' is not part of this subscription's plan" in r for r in reasons)
+
+    with pytest.raises(WorkflowUpdateFailedError):
+        await handle.execute_update(
+            "edit_fee_sync", {"charge_code": "seats", "mode": "amount"}, result_type=dict
+        )
+    assert await workflow_task_failures(handle) == []
+    await handle.terminate("test done")
+
+
+def _raw_bytes_payload() -> Any:
+    from temporalio.api.common.v1 import Payload
+
+    return Payload(metadata={"encoding": b"binary/plain"}, data=b"\xff\x00garbage")
+
+
+async def test_webhook_receiver_failing_then_recovering(harness: PeriodHarness) -> None:
+    harness.sink.fail_next(3, status=502)
+    handle = await harness.start("sub_pro", grace_period_seconds=0)
+    final = await handle.result()
+    [delivery] = list_deliveries(harness.engine, invoice_id=final.id)
+    assert delivery.status == "succeeded"
+    assert delivery.attempts == 4
+    seen = harness.sink.for_webhook(delivery.id)
+    assert len(seen) == 4
+    ok = seen[-1]
+    assert verify_signature(
+        SECRET,
+        ok.body,
+        int(ok.headers["x-billing-webhook-timestamp"]),
+        ok.headers["x-billing-webhook-signature"],
+        now=int(ok.headers["x-billing-webhook-timestamp"]),
+    )
+
+
+async def test_continue_as_new_keeps_every_event(harness: PeriodHarness) -> None:
+    started = await harness.start("sub_pro", max_signals_per_run=4)
+    handle = harness.latest(started)
+    await harness.wait_for_draft(handle)
+    first_run = started.result_run_id
+    jan = datetime(2026, 1, 20, tzinfo=UTC)
+    sent = 0
+    for batch in range(12):
+        events = [event(f"b{batch}-{i}", "api_calls", jan) for i in range(500)]
+        await handle.signal(BillingPeriodWorkflow.add_usage, AddUsage(events=events))
+        sent += len(events)
+    await harness.wait_for(handle, lambda v: v.events_accepted == sent, timeout=120)
+    final = await handle.execute_update(
+        BillingPeriodWorkflow.finalize_invoice_sync, FinalizeInvoice()
+    )
+    assert fee(final, "api_calls").units == Decimal(sent)
+    assert (await handle.describe()).run_id != first_run  # it did continue as new
+    assert (await started.result()).fees_amount_cents == final.fees_amount_cents

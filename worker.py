@@ -1,0 +1,158 @@
+"""The worker: the composition root that builds dependencies and registers everything.
+
+Run it with ``billing worker`` (or ``python worker.py``); ``--processes N`` runs N worker
+processes on the same task queue. SIGINT/SIGTERM stop polling, let running activities
+finish (up to a grace timeout), then exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import signal
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+import httpx
+from sqlalchemy import Engine
+from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.worker import Worker
+
+from activities.invoices import InvoiceActivities
+from activities.webhooks import WebhookActivities
+from starter.settings import Settings
+from store.db import make_engine
+from workflows.billing_period import BillingPeriodWorkflow
+from workflows.webhook_delivery import WebhookDeliveryWorkflow
+
+__all__ = ["WORKFLOWS", "build_worker", "main", "run_worker", "run_workers"]
+
+log = logging.getLogger("billing.worker")
+
+WORKFLOWS: Sequence[type] = (BillingPeriodWorkflow, WebhookDeliveryWorkflow)
+ACTIVITY_THREADS = 16  # store activities are synchronous SQLAlchemy calls
+SHUTDOWN_GRACE = timedelta(seconds=20)
+
+
+def build_worker(
+    client: Client,
+    engine: Engine,
+    http: httpx.AsyncClient,
+    *,
+    task_queue: str,
+    executor: ThreadPoolExecutor,
+) -> Worker:
+    """A worker with every workflow and activity of the product registered."""
+    invoices = InvoiceActivities(engine)
+    webhooks = WebhookActivities(engine, http)
+    activities: list[Any] = [
+        invoices.load_period_settings,
+        invoices.record_usage,
+        invoices.create_draft,
+        invoices.queue_drafted_webhook,
+        invoices.refresh_draft,
+        invoices.adjust_fee,
+        invoices.remove_adjustment,
+        invoices.finalize_invoice,
+        invoices.record_rejection,
+        webhooks.deliver_webhook,
+    ]
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=list(WORKFLOWS),
+        activities=activities,
+        activity_executor=executor,
+        max_concurrent_activities=ACTIVITY_THREADS,
+        graceful_shutdown_timeout=SHUTDOWN_GRACE,
+    )
+
+
+async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """Connect, poll until ``stop`` is set (or SIGINT/SIGTERM), then shut down cleanly."""
+    from starter.temporal import connect  # the CLI imports this module; keep start-up light
+
+    if settings.metrics_port:
+        Runtime.set_default(
+            Runtime(
+                telemetry=TelemetryConfig(
+                    metrics=PrometheusConfig(bind_address=f"0.0.0.0:{settings.metrics_port}")
+                )
+            ),
+            error_if_already_set=False,
+        )
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(signum, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            pass
+    client = await connect(settings)
+    engine = make_engine(settings.database_url)
+    with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
+        async with httpx.AsyncClient() as http:
+            worker = build_worker(
+                client, engine, http, task_queue=settings.task_queue, executor=executor
+            )
+            log.info(
+                "worker polling task queue %r at %s (namespace %s)",
+                settings.task_queue,
+                settings.temporal_address,
+                settings.temporal_namespace,
+            )
+            async with worker:
+                await stop.wait()
+                log.info("worker stopping: finishing running tasks")
+    engine.dispose()
+    log.info("worker stopped")
+
+
+def _process_main(index: int) -> None:
+    logging.basicConfig(
+        level=Settings().log_level,
+        format=f"%(asctime)s worker[{index}] %(levelname)s %(name)s: %(message)s",
+    )
+    asyncio.run(run_worker(Settings()))
+
+
+def run_workers(processes: int) -> int:
+    """Run ``processes`` worker processes; returns when all of them have stopped."""
+    if processes <= 1:
+        _process_main(0)
+        return 0
+    context = multiprocessing.get_context("spawn")
+    children = [context.Process(target=_process_main, args=(i,)) for i in range(processes)]
+    for child in children:
+        child.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            if child.is_alive() and child.pid is not None:
+                import os
+
+                os.kill(child.pid, signum)
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    for child in children:
+        child.join()
+    return max((child.exitcode or 0) for child in children)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Run billing workers.")
+    parser.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
+    args = parser.parse_args(argv)
+    return run_workers(args.processes)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
