@@ -1,0 +1,168 @@
+"""Record workflow histories for the replay test (tests/workflows/test_replay.py).
+
+Runs a few complete billing periods on the time-skipping test server with the real worker,
+activities, a SQLite database and a webhook sink, then saves each history as JSON in
+tests/workflows/histories/. Re-record (and commit) only when a change is *meant* to be
+incompatible and no period recorded with the old code is still running; see
+docs/UPGRADES.md. Usage::
+
+    .venv/bin/python scripts/record_histories.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tempfile
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+from temporalio.api.common.v1 import Payload  # noqa: E402
+from temporalio.api.enums.v1 import EventType  # noqa: E402
+from temporalio.client import WorkflowHandle  # noqa: E402
+from temporalio.common import RawValue  # noqa: E402
+from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
+from temporalio.testing import WorkflowEnvironment  # noqa: E402
+
+from billing.models import InvoiceStatus, UsageEvent  # noqa: E402
+from starter.binaries import temporal_test_server  # noqa: E402
+from starter.temporal import register_search_attributes  # noqa: E402
+from starter.webhook_sink import WebhookSink  # noqa: E402
+from store.catalog import load_catalog  # noqa: E402
+from store.db import make_engine, upgrade  # noqa: E402
+from tests.workflows.period_support import (  # noqa: E402
+    JANUARY,
+    SECRET,
+    PeriodHarness,
+    test_catalog,
+)
+from worker import build_worker  # noqa: E402
+from workflows.billing_period import BillingPeriodWorkflow  # noqa: E402
+from workflows.messages import AddUsage, EditFee, FinalizeInvoice, RefreshInvoice  # noqa: E402
+
+HISTORIES = ROOT / "tests" / "workflows" / "histories"
+
+
+async def finalized_with_usage_edit_and_refresh(harness: PeriodHarness) -> WorkflowHandle[Any, Any]:
+    """Usage by update and by signal, a fee edit, a refresh, the grace timer, invoice.created."""
+    handle = await harness.start("sub_pro")
+    await harness.wait_for_draft(handle)
+    jan = JANUARY[0].replace(day=5)
+    events = [
+        UsageEvent(
+            transaction_id=f"call-{i}",
+            external_subscription_id="sub_pro",
+            code="api_calls",
+            timestamp=jan,
+            properties={},
+        )
+        for i in range(25)
+    ]
+    await handle.execute_update(BillingPeriodWorkflow.add_usage_sync, AddUsage(events=events[:20]))
+    await handle.signal(BillingPeriodWorkflow.add_usage, AddUsage(events=events[20:]))
+    await handle.execute_update(
+        BillingPeriodWorkflow.edit_fee_sync,
+        EditFee(charge_code="storage_gb", mode="units", units=Decimal("12")),
+    )
+    await handle.execute_update(BillingPeriodWorkflow.refresh_invoice_sync, RefreshInvoice())
+    final = await handle.result()
+    assert final.status == InvoiceStatus.FINALIZED, final
+    return handle
+
+
+async def empty_period_closed_under_skip(harness: PeriodHarness) -> WorkflowHandle[Any, Any]:
+    handle = await harness.start("sub_skip")
+    final = await handle.result()
+    assert final.status == InvoiceStatus.CLOSED, final
+    return handle
+
+
+async def malformed_signals_then_finalize_now(harness: PeriodHarness) -> WorkflowHandle[Any, Any]:
+    handle = await harness.start("sub_finalize")
+    await harness.wait_for_draft(handle)
+    await handle.signal("add_usage", {"events": "not a list"})
+    await handle.signal("edit_fee", {"charge_code": "nope", "mode": "units", "units": "1"})
+    await handle.signal("no_such_signal", {"a": 1})
+    await handle.signal(
+        "add_usage",
+        RawValue(Payload(metadata={"encoding": b"binary/plain"}, data=b"\xff\x00garbage")),
+    )
+    await harness.wait_for(handle, lambda v: v.inputs_rejected >= 4)
+    await handle.execute_update(BillingPeriodWorkflow.finalize_invoice_sync, FinalizeInvoice())
+    final = await handle.result()
+    assert final.status == InvoiceStatus.FINALIZED, final
+    return handle
+
+
+SCENARIOS = {
+    "billing_period_finalized": finalized_with_usage_edit_and_refresh,
+    "billing_period_closed_empty": empty_period_closed_under_skip,
+    "billing_period_malformed_signals": malformed_signals_then_finalize_now,
+}
+
+
+async def child_workflow_ids(handle: WorkflowHandle[Any, Any]) -> list[str]:
+    ids = []
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED:
+            ids.append(
+                event.child_workflow_execution_started_event_attributes.workflow_execution.workflow_id
+            )
+    return ids
+
+
+async def save(handle: WorkflowHandle[Any, Any], name: str) -> None:
+    history = await handle.fetch_history()
+    path = HISTORIES / f"{name}.json"
+    path.write_text(history.to_json() + "\n")
+    print(f"wrote {path.relative_to(ROOT)} ({len(history.events)} events)")
+
+
+async def main() -> None:
+    HISTORIES.mkdir(parents=True, exist_ok=True)
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=pydantic_data_converter,
+        test_server_existing_path=str(temporal_test_server()),
+    )
+    await register_search_attributes(env.client)
+    sink = WebhookSink(secret=SECRET)
+    await sink.start("127.0.0.1", 0)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite:///{Path(tmp) / 'billing.db'}"
+            upgrade(url)
+            engine = make_engine(url)
+            catalog = test_catalog(sink.url)
+            for entity in catalog["billing_entities"]:
+                entity["send_invoice_drafted_webhook"] = True  # record a child workflow too
+            load_catalog(engine, catalog)
+            task_queue = f"record-{uuid.uuid4()}"
+            with ThreadPoolExecutor(max_workers=8) as executor:
+                async with httpx.AsyncClient() as http:
+                    worker = build_worker(
+                        env.client, engine, http, task_queue=task_queue, executor=executor
+                    )
+                    async with worker:
+                        harness = PeriodHarness(env, engine, sink, task_queue)
+                        for name, scenario in SCENARIOS.items():
+                            handle = await scenario(harness)
+                            await save(handle, name)
+                            for index, child_id in enumerate(await child_workflow_ids(handle)):
+                                child = env.client.get_workflow_handle(child_id)
+                                await child.result()
+                                await save(child, f"webhook_delivery_{name}_{index}")
+            engine.dispose()
+    finally:
+        await sink.stop()
+        await env.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
