@@ -77,7 +77,9 @@ async def test_worker_exposes_sdk_prometheus_metrics(
     assert worker.returncode == 0, "SIGTERM must stop the worker cleanly"
 
 
-def capture(logger: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> list[str]:
+def capture(
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> tuple[list[str], logging.Handler]:
     lines: list[str] = []
 
     class ListHandler(logging.Handler):
@@ -89,11 +91,11 @@ def capture(logger: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> l
     base = logger.logger if isinstance(logger, logging.LoggerAdapter) else logger
     base.addHandler(handler)
     base.setLevel(logging.INFO)
-    return lines
+    return lines, handler
 
 
 async def test_activity_logs_carry_the_workflow_id() -> None:
-    lines = capture(activity.logger)
+    lines, handler = capture(activity.logger)
 
     @activity.defn
     async def record_usage() -> None:
@@ -103,7 +105,10 @@ async def test_activity_logs_carry_the_workflow_id() -> None:
     environment.info = environment.info.__class__(
         **{**environment.info.__dict__, "workflow_id": "billing-period/sub_1/2026-01-01"}
     )
-    await environment.run(record_usage)
+    try:
+        await environment.run(record_usage)
+    finally:
+        activity.logger.logger.removeHandler(handler)
 
     (line,) = [json.loads(line) for line in lines]
     assert line["workflow_id"] == "billing-period/sub_1/2026-01-01"

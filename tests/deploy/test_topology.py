@@ -284,11 +284,11 @@ async def test_three_worker_processes_finish_every_period_when_one_is_killed(
     # Gapless numbers per billing entity: 1..N, no duplicates, no holes.
     numbers: dict[str, list[int]] = defaultdict(list)
     for invoice in invoices:
-        prefix, _, sequence = invoice.number.rpartition("-")
-        numbers[prefix].append(int(sequence))
+        prefix, _, digits = invoice.number.rpartition("-")
+        numbers[prefix].append(int(digits))
     assert set(numbers) == set(ENTITIES.values())
-    for prefix, sequence in numbers.items():
-        assert sorted(sequence) == list(range(1, len(sequence) + 1)), prefix
+    for prefix, sequences in numbers.items():
+        assert sorted(sequences) == list(range(1, len(sequences) + 1)), prefix
 
     # Every webhook delivered: the log says so and the receiver got each one, verified.
     deliveries = list_deliveries(engine)
