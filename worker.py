@@ -24,17 +24,19 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities.invoices import InvoiceActivities
+from activities.launcher import LauncherActivities
 from activities.webhooks import WebhookActivities
 from starter.settings import Settings
 from store.db import make_engine
 from workflows.billing_period import BillingPeriodWorkflow
+from workflows.launch_periods import LaunchPeriodsWorkflow
 from workflows.webhook_delivery import WebhookDeliveryWorkflow
 
 __all__ = ["WORKFLOWS", "build_worker", "main", "run_worker", "run_workers"]
 
 log = logging.getLogger("billing.worker")
 
-WORKFLOWS: Sequence[type] = (BillingPeriodWorkflow, WebhookDeliveryWorkflow)
+WORKFLOWS: Sequence[type] = (BillingPeriodWorkflow, WebhookDeliveryWorkflow, LaunchPeriodsWorkflow)
 ACTIVITY_THREADS = 16  # store activities are synchronous SQLAlchemy calls
 SHUTDOWN_GRACE = timedelta(seconds=20)
 
@@ -61,6 +63,7 @@ def build_worker(
         invoices.finalize_invoice,
         invoices.record_rejection,
         webhooks.deliver_webhook,
+        LauncherActivities(engine).list_periods_ending,
     ]
     return Worker(
         client,

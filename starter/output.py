@@ -1,0 +1,106 @@
+"""Rendering for the CLI: rich tables for people, JSON for scripts.
+
+The JSON of an invoice is ``Invoice.model_dump(mode="json")`` (DESIGN.md section 6): the
+same object the webhooks carry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+
+from billing.models import Invoice
+
+__all__ = [
+    "console",
+    "err_console",
+    "invoice_table",
+    "invoices_table",
+    "money",
+    "print_json",
+    "to_json",
+]
+
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False)
+
+
+def to_json(value: Any) -> Any:
+    """Pydantic models (and lists of them) as JSON-ready data."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list | tuple):
+        return [to_json(item) for item in value]
+    if isinstance(value, dict):
+        return {key: to_json(item) for key, item in value.items()}
+    return value
+
+
+def print_json(value: Any) -> None:
+    """JSON on stdout, nothing else (scripts parse it)."""
+    print(json.dumps(to_json(value), indent=2, default=str), flush=True)
+
+
+def money(cents: int, currency: str) -> str:
+    return f"{Decimal(cents) / 100:,.2f} {currency}"
+
+
+def invoice_table(invoice: Invoice, *, title: str | None = None) -> Table:
+    """One invoice: its fees, then the totals in Lago's order."""
+    period = f"{invoice.period_start:%Y-%m-%d %H:%M}Z .. {invoice.period_end:%Y-%m-%d %H:%M}Z"
+    table = Table(
+        title=title or f"{invoice.number} ({invoice.status.value})",
+        caption=f"{invoice.subscription_external_id} · {invoice.customer_external_id} · {period}",
+        title_justify="left",
+    )
+    table.add_column("fee")
+    table.add_column("code")
+    table.add_column("units", justify="right")
+    table.add_column("events", justify="right")
+    table.add_column("amount", justify="right")
+    for fee in invoice.fees:
+        name = fee.display_name + (" [adjusted]" if fee.adjusted else "")
+        table.add_row(
+            name,
+            fee.code,
+            f"{fee.units.normalize():f}",
+            str(fee.events_count),
+            money(fee.amount_cents, invoice.currency),
+        )
+    if not invoice.fees:
+        table.add_row("(no fees)", "", "", "", "")
+    table.add_section()
+    cur = invoice.currency
+    table.add_row("fees", "", "", "", money(invoice.fees_amount_cents, cur))
+    table.add_row("coupons", "", "", "", "-" + money(invoice.coupons_amount_cents, cur))
+    table.add_row("taxes", "", "", "", money(invoice.taxes_amount_cents, cur))
+    table.add_row(
+        "prepaid credits", "", "", "", "-" + money(invoice.prepaid_credit_amount_cents, cur)
+    )
+    table.add_row(
+        "[bold]total[/bold]", "", "", "", f"[bold]{money(invoice.total_amount_cents, cur)}[/bold]"
+    )
+    return table
+
+
+def invoices_table(invoices: Iterable[Invoice], *, title: str = "Invoices") -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("number", "status", "subscription", "customer", "period start", "fees", "total"):
+        table.add_column(column, justify="right" if column in ("fees", "total") else "left")
+    for invoice in invoices:
+        table.add_row(
+            invoice.number,
+            invoice.status.value,
+            invoice.subscription_external_id,
+            invoice.customer_external_id,
+            f"{invoice.period_start:%Y-%m-%d %H:%M}Z",
+            money(invoice.fees_amount_cents, invoice.currency),
+            money(invoice.total_amount_cents, invoice.currency),
+        )
+    return table

@@ -1,0 +1,128 @@
+"""End-to-end set-up: the real ``billing`` CLI as subprocesses against a real dev server.
+
+One stack per session: the ``dev_env`` dev server, a migrated SQLite file with the
+example catalog (its webhook endpoint pointed at a local sink), and a worker on a fresh
+task queue running in the test process. Tests use distinct subscriptions or periods so
+they never step on each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+import sqlalchemy
+import yaml
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from starter.webhook_sink import WebhookSink
+from store.catalog import load_catalog
+from store.db import make_engine, upgrade
+from worker import build_worker
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "whsec_e2e_tests"
+CLI_TIMEOUT = 90.0
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+@dataclass
+class Stack:
+    client: Client
+    engine: sqlalchemy.Engine
+    sink: WebhookSink
+    env: dict[str, str]
+    task_queue: str
+
+    async def billing(self, *args: str, stdin: str | None = None) -> Result:
+        """Run ``python -m starter.cli ARGS`` as a subprocess (the worker keeps running)."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "starter.cli",
+            *args,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=self.env,
+            cwd=ROOT,
+        )
+        out, err = await asyncio.wait_for(
+            process.communicate(stdin.encode() if stdin is not None else None), CLI_TIMEOUT
+        )
+        assert process.returncode is not None
+        return Result(process.returncode, out.decode(), err.decode())
+
+    async def ok(self, *args: str, stdin: str | None = None) -> Result:
+        result = await self.billing(*args, stdin=stdin)
+        assert result.code == 0, f"billing {' '.join(args)} -> {result.code}\n{result.stderr}"
+        return result
+
+
+def example_catalog(webhook_url: str) -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "catalog.yaml").read_text())
+    for endpoint in data["webhook_endpoints"]:
+        endpoint["url"] = webhook_url
+        endpoint.pop("secret_env", None)
+        endpoint.pop("default_secret", None)
+        endpoint["secret"] = SECRET
+    return data
+
+
+@pytest_asyncio.fixture(scope="session")
+async def stack(
+    dev_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Stack]:
+    database_url = f"sqlite:///{tmp_path_factory.mktemp('e2e') / 'billing.db'}"
+    await asyncio.to_thread(upgrade, database_url)
+    engine = make_engine(database_url)
+    sink = WebhookSink(secret=SECRET)
+    await sink.start("127.0.0.1", 0)
+    load_catalog(engine, example_catalog(f"{sink.url}"))
+    task_queue = f"e2e-{uuid.uuid4()}"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("BILLING_", "TEMPORAL_"))},
+        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+        "BILLING_DATABASE_URL": database_url,
+        "BILLING_TASK_QUEUE": task_queue,
+        "PYTHONPATH": str(ROOT),
+        "COLUMNS": "200",
+    }
+    try:
+        with ThreadPoolExecutor(max_workers=16) as executor:
+            async with httpx.AsyncClient() as http:
+                worker = build_worker(
+                    dev_env.client, engine, http, task_queue=task_queue, executor=executor
+                )
+                async with worker:
+                    yield Stack(dev_env.client, engine, sink, env, task_queue)
+    finally:
+        await sink.stop()
+        engine.dispose()
+
+
+def jsonl(events: Sequence[dict[str, Any]]) -> str:
+    return "".join(json.dumps(event) + "\n" for event in events)
