@@ -17,8 +17,6 @@ from temporalio.client import (
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
-    ScheduleUpdate,
-    ScheduleUpdateInput,
 )
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -72,23 +70,24 @@ async def create_schedule(
     task_queue: str,
     grace_period_seconds: int | None = None,
 ) -> str:
-    """Create the schedule, or update it when it exists; returns "created" or "updated"."""
+    """Create the schedule, or replace it when it exists; returns "created" or "updated".
+
+    The cron text is kept in the schedule's memo (the server stores it as calendar specs).
+    """
     schedule = _schedule(cron, task_queue, grace_period_seconds, schedule_id)
-    try:
-        await client.create_schedule(schedule_id, schedule)
-        return "created"
-    except ScheduleAlreadyRunningError:
-        pass
-    except RPCError as err:
-        if err.status == RPCStatusCode.INVALID_ARGUMENT:
-            raise InvalidRequest(f"invalid schedule: {err.message} (cron {cron!r})") from None
-        raise Refused(f"cannot create schedule {schedule_id}: {err.message}") from None
-
-    def replace(_input: ScheduleUpdateInput) -> ScheduleUpdate:
-        return ScheduleUpdate(schedule=schedule)
-
-    await client.get_schedule_handle(schedule_id).update(replace)
-    return "updated"
+    outcome = "created"
+    for _ in range(2):
+        try:
+            await client.create_schedule(schedule_id, schedule, memo={"cron": cron})
+            return outcome
+        except ScheduleAlreadyRunningError:
+            await client.get_schedule_handle(schedule_id).delete()
+            outcome = "updated"
+        except RPCError as err:
+            if err.status == RPCStatusCode.INVALID_ARGUMENT:
+                raise InvalidRequest(f"invalid schedule: {err.message} (cron {cron!r})") from None
+            raise Refused(f"cannot create schedule {schedule_id}: {err.message}") from None
+    raise Refused(f"schedule {schedule_id} was re-created concurrently; try again")
 
 
 async def list_schedules(client: Client) -> list[ScheduleSummary]:
@@ -101,10 +100,11 @@ async def list_schedules(client: Client) -> list[ScheduleSummary]:
             continue
         description = await client.get_schedule_handle(entry.id).describe()
         spec = description.schedule.spec
+        cron = str(await description.memo_value("cron", ""))
         summaries.append(
             ScheduleSummary(
                 id=entry.id,
-                cron=list(spec.cron_expressions) or [str(c) for c in spec.calendars],
+                cron=[cron] if cron else list(spec.cron_expressions),
                 paused=description.schedule.state.paused,
                 next_runs=list(description.info.next_action_times[:3]),
                 recent_actions=description.info.num_actions,

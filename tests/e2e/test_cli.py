@@ -12,6 +12,7 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus
 
 from tests.e2e.conftest import Stack, jsonl
+from workflows.launch_periods import LaunchPeriodsResult
 
 pytestmark = pytest.mark.e2e
 
@@ -357,8 +358,12 @@ async def test_schedule_launches_last_months_periods(stack: Stack) -> None:
     created = await stack.ok("schedule", "create", "--id", schedule_id, "--grace-seconds", "3600")
     assert "created" in created.stdout
     assert "updated" in (await stack.ok("schedule", "create", "--id", schedule_id)).stdout
-    listed = (await stack.ok("schedule", "list", "--json")).json()
-    assert any(s["id"] == schedule_id and s["cron"] == ["0 1 1 * *"] for s in listed)
+    for _ in range(50):  # the schedule list is eventually consistent
+        listed = (await stack.ok("schedule", "list", "--json")).json()
+        if any(s["id"] == schedule_id for s in listed):
+            break
+        await asyncio.sleep(0.2)
+    assert any(s["id"] == schedule_id and s["cron"] == ["0 1 1 * *"] for s in listed), listed
     handle = stack.client.get_schedule_handle(schedule_id)
     await handle.trigger()
     launch_result = None
@@ -367,7 +372,9 @@ async def test_schedule_launches_last_months_periods(stack: Stack) -> None:
         if description.info.recent_actions:
             action = description.info.recent_actions[-1].action
             launch = stack.client.get_workflow_handle(
-                action.workflow_id, run_id=action.first_execution_run_id
+                action.workflow_id,
+                run_id=action.first_execution_run_id,
+                result_type=LaunchPeriodsResult,
             )
             launch_result = await launch.result()
             break
