@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,10 @@ def test_demo_runs_and_reruns(tmp_path: Path) -> None:
     out = first.stdout
     assert "demo stopped" not in out
     assert "billing-period/sub_northwind_growth/" in out and ": started" in out
-    assert "late" in out and "1 rejected" in out  # the typo'd metric code
+    this_month = datetime.now(UTC).date().replace(day=1)
+    # last month's events (one late, one with a typo'd code) and one for this month's period
+    assert "7 accepted, 0 duplicate, 1 rejected" in out
+    assert f"billing-period/sub_northwind_growth/{this_month.isoformat()}" in out
     assert "sub_northwind_growth: finalized as ACME-" in out
     assert "sub_koala_payg: closed" in out
     assert "received by the sink: yes, signature verified: yes" in out
