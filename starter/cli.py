@@ -7,6 +7,7 @@ Exit codes scripts can trust: 0 success, 1 the operation was refused or failed
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import uuid
@@ -829,7 +830,43 @@ def schema() -> None:
 
 
 def main() -> None:
-    cli()
+    """Run the CLI; after a command that used the Temporal SDK, skip interpreter teardown.
+
+    sdk-python issue 300: the SDK's Rust runtime keeps threads that may touch the GIL
+    while CPython finalizes, which aborts the process ("PyGILState_Release ... must be
+    current", SIGABRT) in roughly one short-lived run out of three here. The async work
+    has completed by then (each command runs in one ``asyncio.run``), so once the command
+    has returned we flush the output and leave with ``os._exit`` and the command's code.
+    """
+    try:
+        cli.main(standalone_mode=True)
+        code = 0
+    except SystemExit as stop:
+        code = _exit_code(stop.code)
+    if not _used_temporal():
+        sys.exit(code)
+    import logging
+    import os
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def _exit_code(code: object) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    click.echo(str(code), err=True)
+    return EXIT_REFUSED
+
+
+def _used_temporal() -> bool:
+    """True when the command loaded the SDK (imported lazily, only by commands using it)."""
+    return "temporalio" in sys.modules
 
 
 if __name__ == "__main__":

@@ -79,6 +79,8 @@ class Stack:
     async def ok(self, *args: str, stdin: str | None = None) -> Result:
         result = await self.billing(*args, stdin=stdin)
         assert result.code == 0, f"billing {' '.join(args)} -> {result.code}\n{result.stderr}"
+        # a clean exit: no traceback, no panic of the SDK's runtime at interpreter exit
+        assert "Traceback" not in result.stderr and "panicked" not in result.stderr
         return result
 
 

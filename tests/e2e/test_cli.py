@@ -259,6 +259,28 @@ async def test_malformed_jsonl_lines_are_reported_and_others_sent(
     assert missing.code == 2
 
 
+async def test_usage_file_is_sent_in_batches(stack: Stack) -> None:
+    sub = "sub_atlantico_marketplace"  # Europe/Lisbon
+    events = [
+        event(sub, "payment_volume", f"2026-07-{1 + i % 28:02d}T12:00:00Z", amount=10)
+        for i in range(2300)
+    ]
+    report = (
+        await stack.ok(
+            "usage", "send", "--file", "-", "--grace-seconds", "3600", "--json", stdin=jsonl(events)
+        )
+    ).json()
+    assert report["accepted"] == 2300 and report["rejected"] == []
+    assert [p["workflow_id"] for p in report["periods"]] == [f"billing-period/{sub}/2026-07-01"]
+    draft = await _wait_invoice(
+        stack,
+        sub,
+        "2026-07-01",
+        lambda inv: (_fee(inv, "payment_volume") or {}).get("events_count") == 2300,
+    )
+    assert _fee(draft, "payment_volume")["units"] in ("23000", "23000.0")
+
+
 async def test_routing_across_boundaries_and_timezones(stack: Stack) -> None:
     # Tokyo (UTC+9): 14:30Z on Feb 28 is 23:30 local (February), 15:30Z is 00:30 on March 1.
     tokyo = "sub_sakura_starter"
