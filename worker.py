@@ -117,10 +117,9 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
 
 
 def _process_main(index: int) -> None:
-    logging.basicConfig(
-        level=Settings().log_level,
-        format=f"%(asctime)s worker[{index}] %(levelname)s %(name)s: %(message)s",
-    )
+    from starter.logging_setup import configure_logging
+
+    configure_logging(Settings().log_level, process=f"worker[{index}]")
     asyncio.run(run_worker(Settings()))
 
 

@@ -5,7 +5,10 @@ Always the pydantic data converter: the default converter cannot encode ``Decima
 
 from __future__ import annotations
 
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
 from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType as IndexType
 from temporalio.contrib.pydantic import pydantic_data_converter

@@ -197,7 +197,7 @@ class BillingPeriodWorkflow:
             now = workflow.now()
             if now >= deadline() or (self._finalize_requested and self._phase == PeriodPhase.DRAFT):
                 return True
-            if self._should_continue_as_new():
+            if self._should_continue_as_new() and await self._drained_for_handover():
                 return False
             wake_at = deadline()
             if self._refresh_due_at is not None:
@@ -670,16 +670,27 @@ class BillingPeriodWorkflow:
             or self._updates_this_run >= MAX_UPDATES_PER_RUN
         )
 
-    async def _continue_as_new(self) -> Invoice:
-        # Drain: every accepted input is applied (or refused) before the handover.
+    async def _drained_for_handover(self) -> bool:
+        """Apply every accepted input before continuing as new.
+
+        False when a finalize request arrived meanwhile: finalizing comes first.
+        """
         while True:
             await self._apply_queued_commands()
             await workflow.wait_condition(
-                lambda: workflow.all_handlers_finished() or bool(self._queue)
+                lambda: (
+                    workflow.all_handlers_finished()
+                    or bool(self._queue)
+                    or self._finalize_requested
+                )
             )
+            if self._finalize_requested and self._phase == PeriodPhase.DRAFT:
+                return False
             if not self._queue:
-                break
-        await self._store_rejections()
+                await self._store_rejections()
+                return workflow.all_handlers_finished() and not self._queue
+
+    async def _continue_as_new(self) -> Invoice:
         carried = CarriedState(
             phase=self._phase,
             settings=self._settings,

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from temporalio.common import SearchAttributeKey
 
-__all__ = ["ALL", "CUSTOMER", "INVOICE_NUMBER", "INVOICE_STATUS", "PERIOD_START", "SUBSCRIPTION", "TOTAL_CENTS"]
+__all__ = [
+    "ALL",
+    "CUSTOMER",
+    "INVOICE_NUMBER",
+    "INVOICE_STATUS",
+    "PERIOD_START",
+    "SUBSCRIPTION",
+    "TOTAL_CENTS",
+]
 
 CUSTOMER = SearchAttributeKey.for_keyword("BillingCustomer")
 SUBSCRIPTION = SearchAttributeKey.for_keyword("BillingSubscription")

@@ -26,7 +26,10 @@ async def test_time_skipping_env_skips_a_multi_day_timer(
 ) -> None:
     async with Worker(temporal_env.client, task_queue=task_queue, workflows=[SleepForDaysWorkflow]):
         slept = await temporal_env.client.execute_workflow(
-            SleepForDaysWorkflow.run, 3, id=f"sleep-{task_queue}", task_queue=task_queue,
+            SleepForDaysWorkflow.run,
+            3,
+            id=f"sleep-{task_queue}",
+            task_queue=task_queue,
         )
     assert slept.startswith("3 days")
 
@@ -47,7 +50,9 @@ async def test_time_skipping_env_accepts_our_search_attributes(
         temporal_env.client, task_queue=task_queue, workflows=[UpsertInvoiceStatusWorkflow]
     ):
         result = await temporal_env.client.execute_workflow(
-            UpsertInvoiceStatusWorkflow.run, id=f"upsert-{task_queue}", task_queue=task_queue,
+            UpsertInvoiceStatusWorkflow.run,
+            id=f"upsert-{task_queue}",
+            task_queue=task_queue,
             execution_timeout=timedelta(seconds=30),
         )
     assert result == "upserted"

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,10 +14,11 @@ import httpx
 import pytest_asyncio
 import sqlalchemy
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from billing.models import Invoice
+from billing.models import Invoice, UsageEvent
 from starter.periods import start_period
 from starter.webhook_sink import WebhookSink
 from store.catalog import load_catalog
@@ -28,8 +30,12 @@ SECRET = "whsec_workflow_tests"
 JANUARY = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC))
 
 
-def test_catalog(webhook_url: str) -> dict[str, Any]:
-    """Two billing entities (empty invoices finalized / skipped) and one subscription per case."""
+def test_catalog(webhook_url: str, suffix: str = "") -> dict[str, Any]:
+    """Two billing entities (empty invoices finalized / skipped) and one subscription per case.
+
+    ``suffix`` makes subscription ids (and so workflow ids) unique per test: the Temporal
+    test server lives for the whole session.
+    """
     usage_charges = [
         {
             "billable_metric_code": "api_calls",
@@ -109,37 +115,37 @@ def test_catalog(webhook_url: str) -> dict[str, Any]:
         ],
         "subscriptions": [
             {
-                "external_id": "sub_pro",
+                "external_id": "sub_pro" + suffix,
                 "customer_external_id": "cust_inherit",
                 "plan_code": "pro",
                 "started_at": "2025-06-01T00:00:00Z",
             },
             {
-                "external_id": "sub_skip",
+                "external_id": "sub_skip" + suffix,
                 "customer_external_id": "cust_skip",
                 "plan_code": "metered",
                 "started_at": "2025-06-01T00:00:00Z",
             },
             {
-                "external_id": "sub_skip_paid",
+                "external_id": "sub_skip_paid" + suffix,
                 "customer_external_id": "cust_skip",
                 "plan_code": "pro",
                 "started_at": "2025-06-01T00:00:00Z",
             },
             {
-                "external_id": "sub_inherit_true",
+                "external_id": "sub_inherit_true" + suffix,
                 "customer_external_id": "cust_inherit",
                 "plan_code": "metered",
                 "started_at": "2025-06-01T00:00:00Z",
             },
             {
-                "external_id": "sub_inherit_false",
+                "external_id": "sub_inherit_false" + suffix,
                 "customer_external_id": "cust_strict",
                 "plan_code": "metered",
                 "started_at": "2025-06-01T00:00:00Z",
             },
             {
-                "external_id": "sub_finalize",
+                "external_id": "sub_finalize" + suffix,
                 "customer_external_id": "cust_finalize",
                 "plan_code": "metered",
                 "started_at": "2025-06-01T00:00:00Z",
@@ -174,6 +180,23 @@ class PeriodHarness:
     engine: sqlalchemy.Engine
     sink: WebhookSink
     task_queue: str
+    suffix: str = ""
+    started: list[str] = field(default_factory=list)
+
+    def sub(self, name: str) -> str:
+        """The test's own id of a catalog subscription (``sub_pro`` -> ``sub_pro-1a2b``)."""
+        return name + self.suffix
+
+    def event(
+        self, tx: str, code: str, when: datetime, sub: str = "sub_pro", **props: Any
+    ) -> UsageEvent:
+        return UsageEvent(
+            transaction_id=tx,
+            external_subscription_id=self.sub(sub),
+            code=code,
+            timestamp=when,
+            properties=props,
+        )
 
     @property
     def client(self) -> Client:
@@ -187,22 +210,30 @@ class PeriodHarness:
     ) -> WorkflowHandle[BillingPeriodWorkflow, Invoice]:
         overrides.setdefault("webhook_retry_window_seconds", 600)
         overrides.setdefault("refresh_debounce_seconds", 0)
-        return await start_period(
+        handle = await start_period(
             self.client,
             BillingPeriodInput(
-                subscription_external_id=subscription,
+                subscription_external_id=self.sub(subscription),
                 period_start=period[0],
                 period_end=period[1],
                 **overrides,
             ),
             task_queue=self.task_queue,
         )
+        self.started.append(handle.id)
+        return handle
+
+    async def stop_leftovers(self) -> None:
+        """Terminate this test's periods that still run: the test server is shared."""
+        for workflow_id in self.started:
+            handle = self.client.get_workflow_handle(workflow_id)
+            with contextlib.suppress(RPCError):
+                if (await handle.describe()).status == WorkflowExecutionStatus.RUNNING:
+                    await handle.terminate("test finished")
 
     def latest(self, handle: WorkflowHandle[Any, Any]) -> WorkflowHandle[Any, Any]:
-        """A handle without a run id: follows the period across continue-as-new.
-
-        (Handles from ``start_workflow`` are pinned to the first run but let the test
-        server skip time while waiting for the result.)"""
+        """A plain handle on the latest run (handles from ``start_workflow`` also let the
+        test server skip time while waiting for the result)."""
         return self.client.get_workflow_handle_for(BillingPeriodWorkflow.run, handle.id)
 
     async def view(self, handle: WorkflowHandle[Any, Any]) -> PeriodView:
@@ -216,9 +247,13 @@ class PeriodHarness:
         timeout: float = 30.0,
     ) -> PeriodView:
         deadline = asyncio.get_running_loop().time() + timeout
+        view: PeriodView | None = None
         while True:
-            view = await self.view(handle)
-            if predicate(view):
+            try:
+                view = await asyncio.wait_for(self.view(handle), timeout=5)
+            except (RPCError, TimeoutError):
+                view = None  # a query racing a continue-as-new handover: ask again
+            if view is not None and predicate(view):
                 return view
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"condition not reached; last view: {view}")
@@ -246,9 +281,10 @@ async def harness(
     from concurrent.futures import ThreadPoolExecutor
 
     task_queue = f"periods-{uuid.uuid4()}"
+    suffix = f"-{uuid.uuid4().hex[:8]}"
     sink = WebhookSink(secret=SECRET)
     await sink.start("127.0.0.1", 0)
-    load_catalog(engine, test_catalog(f"{sink.url}"))
+    load_catalog(engine, test_catalog(sink.url, suffix))
     try:
         with ThreadPoolExecutor(max_workers=8) as executor:
             async with httpx.AsyncClient() as http:
@@ -256,6 +292,8 @@ async def harness(
                     temporal_env.client, engine, http, task_queue=task_queue, executor=executor
                 )
                 async with worker:
-                    yield PeriodHarness(temporal_env, engine, sink, task_queue)
+                    harness = PeriodHarness(temporal_env, engine, sink, task_queue, suffix)
+                    yield harness
+                    await harness.stop_leftovers()
     finally:
         await sink.stop()

@@ -3,17 +3,18 @@ database (SQLite and PostgreSQL) and a real HTTP webhook receiver."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
-from billing.models import InvoiceStatus, UsageEvent
+from billing.models import InvoiceStatus
 from billing.signature import verify_signature
 from store.catalog import apply_coupon, get_wallet, top_up_wallet
 from store.invoices import get_invoice
@@ -32,14 +33,11 @@ from workflows.messages import (
 __all__ = ["harness"]  # the fixture, imported for pytest
 
 
-def event(tx: str, code: str, when: datetime, sub: str = "sub_pro", **props: Any) -> UsageEvent:
-    return UsageEvent(
-        transaction_id=tx,
-        external_subscription_id=sub,
-        code=code,
-        timestamp=when,
-        properties=props,
-    )
+async def finish(handle: WorkflowHandle[Any, Any]) -> None:
+    """End the period cleanly: a terminated one could leave an activity that holds the
+    shared test server's clock."""
+    await handle.execute_update(BillingPeriodWorkflow.finalize_invoice_sync, FinalizeInvoice())
+    await handle.result()
 
 
 def fee(invoice: Any, code: str) -> Any:
@@ -58,8 +56,8 @@ async def test_seed_example_late_usage_lands_in_the_january_draft(harness: Perio
         BillingPeriodWorkflow.add_usage_sync,
         AddUsage(
             events=[
-                event("jan-11", "api_calls", datetime(2026, 1, 11, 17, 15, tzinfo=UTC)),
-                event("feb-02", "api_calls", datetime(2026, 2, 2, 16, 15, tzinfo=UTC)),
+                harness.event("jan-11", "api_calls", datetime(2026, 1, 11, 17, 15, tzinfo=UTC)),
+                harness.event("feb-02", "api_calls", datetime(2026, 2, 2, 16, 15, tzinfo=UTC)),
             ]
         ),
     )
@@ -89,7 +87,7 @@ async def test_fee_edits_survive_refresh_and_finalization(harness: PeriodHarness
     jan = datetime(2026, 1, 5, tzinfo=UTC)
     await handle.execute_update(
         BillingPeriodWorkflow.add_usage_sync,
-        AddUsage(events=[event(f"call-{i}", "api_calls", jan) for i in range(300)]),
+        AddUsage(events=[harness.event(f"call-{i}", "api_calls", jan) for i in range(300)]),
     )
 
     # Total units through the graduated charge: 12 GB = 10 x 2 + 2 x 1 = 22.00
@@ -124,8 +122,8 @@ async def test_fee_edits_survive_refresh_and_finalization(harness: PeriodHarness
         BillingPeriodWorkflow.add_usage_sync,
         AddUsage(
             events=[
-                event("more-calls", "api_calls", jan),
-                event("gb-1", "storage_gb", jan, gb=50),
+                harness.event("more-calls", "api_calls", jan),
+                harness.event("gb-1", "storage_gb", jan, gb=50),
             ]
         ),
     )
@@ -149,7 +147,7 @@ async def test_removing_an_adjustment_restores_the_computed_fee(harness: PeriodH
     jan = datetime(2026, 1, 5, tzinfo=UTC)
     await handle.execute_update(
         BillingPeriodWorkflow.add_usage_sync,
-        AddUsage(events=[event("gb", "storage_gb", jan, gb=3)]),
+        AddUsage(events=[harness.event("gb", "storage_gb", jan, gb=3)]),
     )
     edited = await handle.execute_update(
         BillingPeriodWorkflow.edit_fee_sync,
@@ -163,7 +161,7 @@ async def test_removing_an_adjustment_restores_the_computed_fee(harness: PeriodH
     )
     assert not fee(restored, "storage_gb").adjusted
     assert fee(restored, "storage_gb").display_name != "Disk"
-    await handle.terminate("test done")
+    await finish(handle)
 
 
 async def test_coupon_and_credits_added_in_grace_apply_only_at_finalization(
@@ -284,7 +282,7 @@ async def test_changes_after_finalization_are_refused(harness: PeriodHarness) ->
 
     await handle.signal(
         BillingPeriodWorkflow.add_usage,
-        AddUsage(events=[event("late", "api_calls", datetime(2026, 1, 3, tzinfo=UTC))]),
+        AddUsage(events=[harness.event("late", "api_calls", datetime(2026, 1, 3, tzinfo=UTC))]),
     )
     await harness.wait_for(handle, lambda v: v.inputs_rejected >= 1)
     rejections = await handle.query(BillingPeriodWorkflow.rejections)
@@ -300,7 +298,9 @@ async def test_duplicate_transaction_ids_count_once(harness: PeriodHarness) -> N
     handle = await harness.start("sub_pro")
     await harness.wait_for_draft(handle)
     jan = datetime(2026, 1, 9, tzinfo=UTC)
-    batch = AddUsage(events=[event("dup-1", "api_calls", jan), event("dup-2", "api_calls", jan)])
+    batch = AddUsage(
+        events=[harness.event("dup-1", "api_calls", jan), harness.event("dup-2", "api_calls", jan)]
+    )
     first = await handle.execute_update(BillingPeriodWorkflow.add_usage_sync, batch)
     again = await handle.execute_update(BillingPeriodWorkflow.add_usage_sync, batch)
     assert (first.accepted, first.duplicates) == (2, 0)
@@ -309,7 +309,7 @@ async def test_duplicate_transaction_ids_count_once(harness: PeriodHarness) -> N
         BillingPeriodWorkflow.refresh_invoice_sync, RefreshInvoice()
     )
     assert fee(draft, "api_calls").units == Decimal("2")
-    await handle.terminate("test done")
+    await finish(handle)
 
 
 async def test_malformed_signals_are_recorded_without_task_failures(
@@ -322,7 +322,7 @@ async def test_malformed_signals_are_recorded_without_task_failures(
     await handle.signal("edit_fee", {"charge_code": "seats", "mode": "units", "units": "-4"})
     await handle.signal("edit_fee", {"charge_code": "seats", "mode": "units", "units": "NaN"})
     await handle.signal("edit_fee", {"charge_code": "nope", "mode": "units", "units": "1"})
-    await handle.signal("finalize_invoice", "garbage", "more garbage")  # type: ignore[call-overload]
+    await handle.signal("finalize_invoice", args=["garbage", "more garbage"])
     await handle.signal("no_such_signal", {"a": 1})
     await handle.signal("add_usage", RawValue(_raw_bytes_payload()))
 
@@ -338,7 +338,7 @@ async def test_malformed_signals_are_recorded_without_task_failures(
             "edit_fee_sync", {"charge_code": "seats", "mode": "amount"}, result_type=dict
         )
     assert await workflow_task_failures(handle) == []
-    await handle.terminate("test done")
+    await finish(handle)
 
 
 def _raw_bytes_payload() -> Any:
@@ -370,17 +370,23 @@ async def test_continue_as_new_keeps_every_event(harness: PeriodHarness) -> None
     started = await harness.start("sub_pro", max_signals_per_run=4)
     handle = harness.latest(started)
     await harness.wait_for_draft(handle)
-    first_run = started.result_run_id
     jan = datetime(2026, 1, 20, tzinfo=UTC)
     sent = 0
     for batch in range(12):
-        events = [event(f"b{batch}-{i}", "api_calls", jan) for i in range(500)]
+        events = [harness.event(f"b{batch}-{i}", "api_calls", jan) for i in range(500)]
         await handle.signal(BillingPeriodWorkflow.add_usage, AddUsage(events=events))
         sent += len(events)
     await harness.wait_for(handle, lambda v: v.events_accepted == sent, timeout=120)
+    first_run = harness.client.get_workflow_handle(
+        started.id, run_id=started.first_execution_run_id
+    )
+    for _ in range(200):  # the handover follows the last store call within moments
+        if (await first_run.describe()).status == WorkflowExecutionStatus.CONTINUED_AS_NEW:
+            break
+        await asyncio.sleep(0.05)
+    assert (await first_run.describe()).status == WorkflowExecutionStatus.CONTINUED_AS_NEW
     final = await handle.execute_update(
         BillingPeriodWorkflow.finalize_invoice_sync, FinalizeInvoice()
     )
     assert fee(final, "api_calls").units == Decimal(sent)
-    assert (await handle.describe()).run_id != first_run  # it did continue as new
     assert (await started.result()).fees_amount_cents == final.fees_amount_cents
