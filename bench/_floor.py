@@ -1,0 +1,61 @@
+"""The orchestration floor: a do-nothing period with the same shape as a billing period.
+
+Started with the same usage signal, it runs the same number of activities (load settings,
+record usage, create draft, queue drafted webhook, finalize, deliver webhook) and one timer
+(the grace period), but every activity returns at once: what remains is the cost of
+Temporal itself (server, SDK, serialisation).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from temporalio import activity, workflow
+
+STEPS_BEFORE_GRACE = ("load_settings", "record_usage", "create_draft", "queue_drafted")
+STEPS_AFTER_GRACE = ("finalize", "deliver_webhook")
+
+
+@activity.defn(name="floor_noop")
+def floor_noop(payload: dict[str, Any]) -> dict[str, Any]:
+    return {"step": payload.get("step"), "ok": True}
+
+
+def make_done_activity(on_done: Callable[[str, float], None]) -> Any:
+    """The last step: tells the bench when the period is over (like the webhook sink)."""
+
+    @activity.defn(name="floor_done")
+    def floor_done(payload: dict[str, Any]) -> dict[str, Any]:
+        on_done(str(payload["id"]), time.monotonic())
+        return {"ok": True}
+
+    return floor_done
+
+
+@workflow.defn(name="FloorPeriod")
+class FloorPeriod:
+    def __init__(self) -> None:
+        self._usage: list[Any] = []
+
+    @workflow.signal(name="add_usage")
+    def add_usage(self, payload: Any) -> None:
+        self._usage.append(payload)
+
+    @workflow.run
+    async def run(self, input: dict[str, Any]) -> int:
+        options: dict[str, Any] = {"start_to_close_timeout": timedelta(seconds=60)}
+        for step in STEPS_BEFORE_GRACE:
+            payload: dict[str, Any] = {"step": step}
+            if step == "record_usage":
+                await workflow.wait_condition(lambda: bool(self._usage))
+                payload["usage"] = self._usage
+            await workflow.execute_activity("floor_noop", payload, **options)
+        await workflow.sleep(timedelta(seconds=input["grace_seconds"]))
+        await workflow.execute_activity("floor_noop", {"step": STEPS_AFTER_GRACE[0]}, **options)
+        await workflow.execute_activity(
+            "floor_done", {"id": workflow.info().workflow_id}, **options
+        )
+        return len(self._usage)

@@ -1,0 +1,223 @@
+"""Shared plumbing of the Temporal benchmarks: a dev server, a fresh schema, a catalog.
+
+Everything listens on 127.0.0.1 and is torn down on exit: the dev server process is
+stopped by its pid, the PostgreSQL schema is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import resource
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import sqlalchemy
+from sqlalchemy import text
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from starter.binaries import temporal_cli
+from starter.temporal import dev_server_search_attribute_flags
+from store.catalog import load_catalog
+from store.db import make_engine, upgrade
+
+DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+RESULTS = Path(__file__).parent / "results"
+SECRET = "whsec_bench"
+SERVER_START_TIMEOUT = 60.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "load_average_at_start": load_average(),
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def rss_kib(pid: int | None = None) -> int:
+    """Resident set size of a process (this one by default), in KiB."""
+    status = Path(f"/proc/{pid or 'self'}/status").read_text()
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def write_result(name: str, result: dict[str, Any], output: Path | None = None) -> Path:
+    path = output or RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return path
+
+
+# --------------------------------------------------------------------------- database
+
+
+@contextlib.contextmanager
+def fresh_schema(server_url: str, prefix: str) -> Iterator[str]:
+    """A migrated schema of its own (search_path in the URL), dropped afterwards."""
+    schema = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = sqlalchemy.create_engine(server_url)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in server_url else "?"
+    url = f"{server_url}{separator}options={quote(f'-csearch_path={schema}')}"
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def bench_catalog(subscriptions: list[str], webhook_url: str) -> dict[str, Any]:
+    """One billing entity, one customer per 100 subscriptions, usage charges, a webhook."""
+    charges = [
+        {
+            "billable_metric_code": "api_calls",
+            "charge_model": "standard",
+            "properties": {"amount": "0.01"},
+        },
+        {
+            "billable_metric_code": "storage_gb",
+            "charge_model": "graduated",
+            "properties": {
+                "graduated_ranges": [
+                    {"from_value": 0, "to_value": 10, "per_unit_amount": "2", "flat_amount": "0"},
+                    {"from_value": 10, "to_value": None, "per_unit_amount": "1"},
+                ]
+            },
+        },
+    ]
+    customers = sorted({f"cust_{i // 100}" for i in range(len(subscriptions))})
+    return {
+        "billing_entities": [
+            {
+                "code": "bench",
+                "name": "Bench",
+                "currency": "USD",
+                "timezone": "UTC",
+                "grace_period_days": 1,
+                "invoice_prefix": "BENCH",
+            }
+        ],
+        "customers": [{"external_id": c, "billing_entity_code": "bench"} for c in customers],
+        "billable_metrics": [
+            {"code": "api_calls", "aggregation_type": "count"},
+            {"code": "storage_gb", "aggregation_type": "sum", "field_name": "gb"},
+        ],
+        "plans": [{"code": "pro", "name": "Pro", "amount_cents": 1000, "charges": charges}],
+        "subscriptions": [
+            {
+                "external_id": sub,
+                "customer_external_id": f"cust_{i // 100}",
+                "plan_code": "pro",
+                "started_at": "2025-01-01T00:00:00Z",
+            }
+            for i, sub in enumerate(subscriptions)
+        ],
+        "webhook_endpoints": [{"code": "sink", "url": webhook_url, "secret": SECRET}],
+    }
+
+
+def load_bench_catalog(url: str, subscriptions: list[str], webhook_url: str) -> sqlalchemy.Engine:
+    engine = make_engine(url, pool_size=20, max_overflow=10)
+    load_catalog(engine, bench_catalog(subscriptions, webhook_url))
+    return engine
+
+
+# --------------------------------------------------------------------------- temporal
+
+
+@contextlib.asynccontextmanager
+async def dev_server() -> AsyncIterator[Client]:
+    """``temporal server start-dev`` (in-memory, headless) on free ports, stopped on exit."""
+    port = free_port()
+    command = [
+        str(temporal_cli()),
+        "server",
+        "start-dev",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--http-port",
+        str(free_port()),
+        "--metrics-port",
+        str(free_port()),
+        "--headless",
+        "--log-level",
+        "error",
+        *dev_server_search_attribute_flags(),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        client = await _connect(f"127.0.0.1:{port}", process)
+        yield client
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+async def _connect(address: str, process: subprocess.Popen[bytes]) -> Client:
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while True:
+        if process.poll() is not None:
+            stderr = process.stderr.read().decode() if process.stderr else ""
+            raise RuntimeError(f"dev server exited ({process.returncode}): {stderr[-2000:]}")
+        try:
+            return await Client.connect(address, data_converter=pydantic_data_converter)
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.3)
+
+
+async def bounded_gather(coros: list[Any], limit: int) -> list[Any]:
+    """Run coroutines with at most ``limit`` in flight; results in order."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def one(coro: Any) -> Any:
+        async with semaphore:
+            return await coro
+
+    return await asyncio.gather(*(one(c) for c in coros))

@@ -1,0 +1,393 @@
+"""Benchmark: month-end close of N billing periods, against two references.
+
+Against an embedded dev server (in-memory, headless, free ports) and a fresh PostgreSQL
+schema, with one in-process worker (``worker.build_worker``) and a local WebhookSink:
+
+1. **floor**: N do-nothing ``FloorPeriod`` workflows (bench/_floor.py) with the same usage
+   signal, the same number of activities (6) and the same grace timer;
+2. **close**: N ``BillingPeriodWorkflow`` s (January, already over) started at once, each
+   with a few usage events (signal-with-start), through draft, a short grace period,
+   finalization and the ``invoice.created`` webhook received by the sink;
+3. **plain SQL**: the same database writes without Temporal (March periods):
+   ``record_usage``, ``create_draft``, ``finalize_invoice``, ``record_attempt``, on as many
+   threads as the worker has activity slots.
+
+    .venv/bin/python bench/close.py                  # 10,000 periods
+    .venv/bin/python bench/close.py --periods 1000
+    .venv/bin/python bench/close.py --smoke          # 20 periods, a few seconds
+
+Prints invoices/s, p50/p99 period latency (start sent -> webhook received) and the ratios,
+and writes them to ``bench/results/close.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy
+from _floor import FloorPeriod, floor_noop, make_done_activity
+from _stack import (
+    DEFAULT_URL,
+    SECRET,
+    bounded_gather,
+    dev_server,
+    fresh_schema,
+    load_average,
+    load_bench_catalog,
+    machine,
+    percentile,
+    write_result,
+)
+from sqlalchemy import text
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.worker import Worker
+
+from billing.models import UsageEvent
+from starter.periods import period_workflow_id
+from starter.webhook_sink import ReceivedWebhook, WebhookSink
+from store import invoices as store_invoices
+from store import usage as store_usage
+from store import webhooks as store_webhooks
+from worker import ACTIVITY_THREADS, build_worker
+from workflows.billing_period import BillingPeriodWorkflow
+from workflows.messages import AddUsage, BillingPeriodInput
+
+JANUARY = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC))
+MARCH = (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))
+START_CONCURRENCY = 100  # workflow starts in flight from the bench's client
+
+
+def usage_events(subscription: str, period_start: datetime, count: int) -> list[UsageEvent]:
+    events = []
+    for index in range(count):
+        at = period_start + timedelta(hours=1 + index)
+        if index % 3 == 2:
+            events.append(
+                UsageEvent(
+                    transaction_id=f"{subscription}-{at:%m}-{index}",
+                    external_subscription_id=subscription,
+                    code="storage_gb",
+                    timestamp=at,
+                    properties={"gb": "1.5"},
+                )
+            )
+        else:
+            events.append(
+                UsageEvent(
+                    transaction_id=f"{subscription}-{at:%m}-{index}",
+                    external_subscription_id=subscription,
+                    code="api_calls",
+                    timestamp=at,
+                    properties={},
+                )
+            )
+    return events
+
+
+class Finish:
+    """Records when each period ended; wakes the waiter when all of them did."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.ended: dict[str, float] = {}
+        self.all_done = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+
+    def mark(self, key: str, at: float) -> None:
+        if key not in self.ended:
+            self.ended[key] = at
+            if len(self.ended) >= self.expected:
+                self._loop.call_soon_threadsafe(self.all_done.set)
+
+    def mark_threadsafe(self, key: str, at: float) -> None:
+        self._loop.call_soon_threadsafe(self.mark, key, at)
+
+
+def summarise(
+    name: str, started: dict[str, float], finish: Finish, began: float, launched: float
+) -> dict[str, Any]:
+    ended = max(finish.ended.values()) if finish.ended else time.monotonic()
+    latencies = [finish.ended[k] - started[k] for k in finish.ended if k in started]
+    seconds = ended - began
+    result = {
+        "periods": finish.expected,
+        "completed": len(finish.ended),
+        "seconds": round(seconds, 2),
+        "launch_seconds": round(launched - began, 2),
+        "invoices_per_second": round(len(finish.ended) / seconds, 1) if seconds else None,
+        "latency_p50_seconds": round(percentile(latencies, 0.5), 3),
+        "latency_p99_seconds": round(percentile(latencies, 0.99), 3),
+        "load_average_after": load_average(),
+    }
+    print(
+        f"  {name}: {result['completed']:,}/{finish.expected:,} periods in "
+        f"{result['seconds']}s (launch {result['launch_seconds']}s) = "
+        f"{result['invoices_per_second']}/s; latency p50 {result['latency_p50_seconds']}s, "
+        f"p99 {result['latency_p99_seconds']}s; load {result['load_average_after']}",
+        flush=True,
+    )
+    return result
+
+
+async def wait_all(finish: Finish, timeout: float, progress: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while not finish.all_done.is_set():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            print(f"  timeout after {timeout:.0f}s: {progress()}", flush=True)
+            return
+        try:
+            await asyncio.wait_for(finish.all_done.wait(), timeout=min(15.0, remaining))
+        except TimeoutError:
+            print(f"  ... {progress()}", flush=True)
+
+
+async def run_floor(
+    client: Client,
+    subscriptions: list[str],
+    events: int,
+    grace: int,
+    executor: ThreadPoolExecutor,
+    timeout: float,
+) -> dict[str, Any]:
+    finish = Finish(len(subscriptions))
+    task_queue = "bench-floor"
+    worker = Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[FloorPeriod],
+        activities=[floor_noop, make_done_activity(finish.mark_threadsafe)],
+        activity_executor=executor,
+        max_concurrent_activities=ACTIVITY_THREADS,
+    )
+    started: dict[str, float] = {}
+
+    async def start(subscription: str) -> None:
+        workflow_id = f"floor/{subscription}"
+        usage = AddUsage(events=usage_events(subscription, JANUARY[0], events))
+        started[workflow_id] = time.monotonic()
+        await client.start_workflow(
+            "FloorPeriod",
+            {"grace_seconds": grace},
+            id=workflow_id,
+            task_queue=task_queue,
+            start_signal="add_usage",
+            start_signal_args=[usage],
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+
+    async with worker:
+        began = time.monotonic()
+        await bounded_gather([start(s) for s in subscriptions], START_CONCURRENCY)
+        launched = time.monotonic()
+        await wait_all(finish, timeout, lambda: f"{len(finish.ended):,} done")
+        return summarise("floor", started, finish, began, launched)
+
+
+async def run_close(
+    client: Client,
+    engine: sqlalchemy.Engine,
+    sink_finish: Finish,
+    subscriptions: list[str],
+    events: int,
+    grace: int,
+    executor: ThreadPoolExecutor,
+    timeout: float,
+) -> dict[str, Any]:
+    task_queue = "bench-close"
+    started: dict[str, float] = {}
+
+    async def start(subscription: str) -> None:
+        period = BillingPeriodInput(
+            subscription_external_id=subscription,
+            period_start=JANUARY[0],
+            period_end=JANUARY[1],
+            grace_period_seconds=grace,
+            refresh_debounce_seconds=0,
+            webhook_retry_window_seconds=600,
+        )
+        usage = AddUsage(events=usage_events(subscription, JANUARY[0], events))
+        started[subscription] = time.monotonic()
+        # start_period plus the first usage batch in the same call (signal-with-start).
+        await client.start_workflow(
+            BillingPeriodWorkflow.run,
+            period,
+            id=period_workflow_id(subscription, JANUARY[0]),
+            task_queue=task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            start_signal="add_usage",
+            start_signal_args=[usage],
+        )
+
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=32)) as http:
+        worker = build_worker(client, engine, http, task_queue=task_queue, executor=executor)
+        async with worker:
+            began = time.monotonic()
+            await bounded_gather([start(s) for s in subscriptions], START_CONCURRENCY)
+            launched = time.monotonic()
+            await wait_all(sink_finish, timeout, lambda: f"{len(sink_finish.ended):,} webhooks")
+            result = summarise("close", started, sink_finish, began, launched)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT status, count(*) FROM invoices WHERE period_start = :start GROUP BY status"
+            ),
+            {"start": JANUARY[0]},
+        ).all()
+    result["invoices_by_status"] = {status: count for status, count in rows}
+    result["worker_max_cached_workflows"] = worker.config().get("max_cached_workflows")
+    result["worker_max_concurrent_activities"] = ACTIVITY_THREADS
+    return result
+
+
+def run_plain_sql(
+    engine: sqlalchemy.Engine, subscriptions: list[str], events: int, threads: int
+) -> dict[str, Any]:
+    timings: list[float] = []
+
+    def one(subscription: str) -> None:
+        t0 = time.monotonic()
+        batch = usage_events(subscription, MARCH[0], events)
+        store_usage.record_usage(engine, subscription, MARCH[0], MARCH[1], batch)
+        draft = store_invoices.create_draft(engine, subscription, MARCH[0], MARCH[1])
+        outcome = store_invoices.finalize_invoice(engine, draft.id, datetime.now(UTC))
+        for delivery_id in outcome.delivery_ids:
+            store_webhooks.record_attempt(
+                engine,
+                delivery_id,
+                http_status=200,
+                error=None,
+                succeeded=True,
+                final=True,
+                at=datetime.now(UTC),
+            )
+        timings.append(time.monotonic() - t0)
+
+    began = time.monotonic()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(one, subscriptions))
+    seconds = time.monotonic() - began
+    result = {
+        "periods": len(subscriptions),
+        "threads": threads,
+        "seconds": round(seconds, 2),
+        "invoices_per_second": round(len(subscriptions) / seconds, 1),
+        "latency_p50_seconds": round(percentile(timings, 0.5), 4),
+        "latency_p99_seconds": round(percentile(timings, 0.99), 4),
+        "load_average_after": load_average(),
+    }
+    print(
+        f"  plain SQL: {len(subscriptions):,} periods in {result['seconds']}s = "
+        f"{result['invoices_per_second']}/s on {threads} threads; load {result['load_average_after']}",
+        flush=True,
+    )
+    return result
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    subscriptions = [f"sub_{index:06d}" for index in range(args.periods)]
+    result: dict[str, Any] = {
+        "benchmark": "close",
+        "periods": args.periods,
+        "events_per_period": args.events,
+        "grace_period_seconds": args.grace,
+        "worker": "1 in-process worker (worker.build_worker), client and webhook sink in the same process",
+        **machine(),
+    }
+    print(
+        f"close of {args.periods:,} periods, {args.events} events each, grace {args.grace}s "
+        f"(load {result['load_average_at_start']})",
+        flush=True,
+    )
+    with fresh_schema(args.url, "bench_close") as url:
+        loop_finish = Finish(len(subscriptions))
+
+        def on_delivery(record: ReceivedWebhook) -> None:
+            if record.accepted and not record.duplicate:
+                payload = json.loads(record.body)
+                if payload.get("webhook_type") == "invoice.created":
+                    loop_finish.mark(
+                        payload["invoice"]["subscription_external_id"], time.monotonic()
+                    )
+
+        sink = WebhookSink(secret=SECRET, on_delivery=on_delivery)
+        await sink.start("127.0.0.1", 0)
+        t0 = time.monotonic()
+        engine = load_bench_catalog(url, subscriptions, sink.url)
+        print(
+            f"  catalog of {len(subscriptions):,} subscriptions loaded in {time.monotonic() - t0:.1f}s"
+        )
+        try:
+            async with dev_server() as client:
+                with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
+                    if not args.skip_floor:
+                        result["floor"] = await run_floor(
+                            client, subscriptions, args.events, args.grace, executor, args.timeout
+                        )
+                    result["close"] = await run_close(
+                        client,
+                        engine,
+                        loop_finish,
+                        subscriptions,
+                        args.events,
+                        args.grace,
+                        executor,
+                        args.timeout,
+                    )
+            result["plain_sql"] = await asyncio.to_thread(
+                run_plain_sql, engine, subscriptions, args.events, ACTIVITY_THREADS
+            )
+        finally:
+            await sink.stop()
+            engine.dispose()
+    ours = result["close"]["invoices_per_second"]
+    if "floor" in result:
+        result["ratio_to_floor"] = round(ours / result["floor"]["invoices_per_second"], 3)
+    result["ratio_to_plain_sql"] = round(ours / result["plain_sql"]["invoices_per_second"], 3)
+    if args.periods < 10_000:
+        result["extrapolated_10000_seconds"] = round(10_000 / ours, 1)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--periods", type=int, default=10_000)
+    parser.add_argument("--events", type=int, default=3, help="usage events per period")
+    parser.add_argument("--grace", type=int, default=2, help="grace period in seconds")
+    parser.add_argument("--timeout", type=float, default=1200, help="seconds per phase")
+    parser.add_argument("--skip-floor", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="20 periods, for the tests")
+    parser.add_argument("--url", default=os.environ.get("BILLING_TEST_POSTGRES_URL", DEFAULT_URL))
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args()
+    if args.smoke:
+        args.periods, args.grace, args.timeout = 20, 1, 60
+    result = asyncio.run(bench(args))
+    path = write_result("close", result, args.output)
+    print(f"close: {result['close']['invoices_per_second']} invoices/s", end="")
+    if "ratio_to_floor" in result:
+        print(f", {result['ratio_to_floor']}x the orchestration floor", end="")
+    print(f", {result['ratio_to_plain_sql']}x plain SQL -> {path}")
+    if "extrapolated_10000_seconds" in result:
+        print(
+            f"EXTRAPOLATED (linear, not measured): 10,000 periods in "
+            f"~{result['extrapolated_10000_seconds']}s"
+        )
+    sys.stdout.flush()
+    os._exit(0)  # sdk-python issue 300: avoid the interpreter-exit crash after SDK use
+
+
+if __name__ == "__main__":
+    main()
