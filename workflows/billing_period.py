@@ -774,7 +774,7 @@ def _short_error(err: Exception) -> str:
 def _decoded(arg: Any) -> Any:
     """Signal arguments arrive as decoded JSON; dynamic handlers get raw payloads."""
     if isinstance(arg, RawValue):
-        return workflow.payload_converter().from_payload(arg.payload, None)
+        return workflow.payload_converter().from_payload(arg.payload)
     return arg
 
 
