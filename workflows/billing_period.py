@@ -50,7 +50,9 @@ with workflow.unsafe.imports_passed_through():
         RemoveAdjustmentRequest,
     )
     from activities.webhooks import (
+        WEBHOOK_ATTEMPT_TIMEOUT,
         WEBHOOK_RETRY_POLICY,
+        WEBHOOK_SCHEDULE_SLACK,
         DeliverWebhookRequest,
         DeliveryResult,
         WebhookActivities,
@@ -81,7 +83,6 @@ STORE_RETRY_POLICY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
 )
-WEBHOOK_ATTEMPT_TIMEOUT = timedelta(seconds=30)
 MAX_EVENTS_PER_ACTIVITY = 2000  # usage signals merged into one store call, far below 2 MB
 MAX_UPDATES_PER_RUN = 1500  # Temporal allows 2,000 updates per run
 KEPT_REJECTIONS = 100  # the query shows the latest ones; the database keeps all
@@ -293,7 +294,7 @@ class BillingPeriodWorkflow:
                 WebhookActivities.deliver_webhook,
                 DeliverWebhookRequest(delivery_id=delivery_id, give_up_at=give_up_at),
                 start_to_close_timeout=WEBHOOK_ATTEMPT_TIMEOUT,
-                schedule_to_close_timeout=window + timedelta(minutes=5),
+                schedule_to_close_timeout=window + WEBHOOK_SCHEDULE_SLACK,
                 retry_policy=WEBHOOK_RETRY_POLICY,
                 summary=f"deliver webhook {delivery_id}",
             )
