@@ -1,0 +1,72 @@
+"""A worker process for bench/memory.py: ``worker.build_worker`` on its own, so its RSS is
+measured alone. Prints one JSON line with its settings when it polls; stops on SIGTERM.
+
+    python bench/_worker.py ADDRESS DATABASE_URL TASK_QUEUE [--max-cached-workflows N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Worker
+
+from store.db import make_engine
+from worker import ACTIVITY_THREADS, build_worker
+
+
+async def serve(args: argparse.Namespace) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    client = await Client.connect(args.address, data_converter=pydantic_data_converter)
+    engine = make_engine(args.database_url)
+    with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
+        async with httpx.AsyncClient() as http:
+            worker = build_worker(
+                client, engine, http, task_queue=args.task_queue, executor=executor
+            )
+            if args.max_cached_workflows is not None:
+                config = dict(worker.config())
+                config["max_cached_workflows"] = args.max_cached_workflows
+                worker = Worker(**config)
+            async with worker:
+                print(
+                    json.dumps(
+                        {
+                            "ready": True,
+                            "pid": os.getpid(),
+                            "max_cached_workflows": worker.config().get("max_cached_workflows"),
+                            "max_concurrent_workflow_tasks": worker.config().get(
+                                "max_concurrent_workflow_tasks"
+                            ),
+                        }
+                    ),
+                    flush=True,
+                )
+                await stop.wait()
+    engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("address")
+    parser.add_argument("database_url")
+    parser.add_argument("task_queue")
+    parser.add_argument("--max-cached-workflows", type=int, default=None)
+    asyncio.run(serve(parser.parse_args()))
+    sys.stdout.flush()
+    os._exit(0)  # sdk-python issue 300
+
+
+if __name__ == "__main__":
+    main()

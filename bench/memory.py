@@ -1,0 +1,253 @@
+"""Benchmark: worker memory per open period, and history length under heavy usage.
+
+Against an embedded dev server and a fresh PostgreSQL schema, with the worker in its own
+process (bench/_worker.py runs ``worker.build_worker``), so its RSS is its own:
+
+1. **memory**: January periods are started with a one-hour grace period and counted once
+   their draft exists (they then wait in the grace timer). Worker RSS (VmRSS) is read
+   before, and after each size is reached and has settled; the figure is
+   (RSS - RSS before) / open periods. The worker's sticky cache (``max_cached_workflows``)
+   bounds how many of them it keeps in memory: reported alongside.
+2. **history**: one open period of this month receives E usage events as ``add_usage``
+   signals of 1,000; once all are stored, the history length of its current run and its
+   number of runs (continue-as-new) are reported.
+
+    .venv/bin/python bench/memory.py                          # 1,000 and 10,000; 100,000 events
+    .venv/bin/python bench/memory.py --sizes 1000,3000 --events 100000
+    .venv/bin/python bench/memory.py --smoke
+
+Writes ``bench/results/memory.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy
+from _stack import (
+    DEFAULT_URL,
+    bounded_gather,
+    dev_server,
+    fresh_schema,
+    load_average,
+    load_bench_catalog,
+    machine,
+    rss_kib,
+    write_result,
+)
+from close import JANUARY, START_CONCURRENCY
+from ingest import batches_for, count_events, this_month
+from sqlalchemy import text
+from temporalio.client import Client
+
+from starter.periods import start_period
+from workflows.messages import BillingPeriodInput
+
+TASK_QUEUE = "bench-memory"
+SETTLE_SECONDS = 5.0  # after the last draft: the last workflow tasks, then RSS
+
+
+def drafts(engine: sqlalchemy.Engine) -> int:
+    with engine.connect() as connection:
+        return int(
+            connection.execute(
+                text("SELECT count(*) FROM invoices WHERE status = 'draft'")
+            ).scalar_one()
+        )
+
+
+async def open_periods(client: Client, subscriptions: list[str]) -> float:
+    """Start the periods (a one-hour grace period); returns the seconds the launch took."""
+    began = time.monotonic()
+
+    async def start(subscription: str) -> None:
+        await start_period(
+            client,
+            BillingPeriodInput(
+                subscription_external_id=subscription,
+                period_start=JANUARY[0],
+                period_end=JANUARY[1],
+                grace_period_seconds=3600,
+            ),
+            task_queue=TASK_QUEUE,
+        )
+
+    await bounded_gather([start(s) for s in subscriptions], START_CONCURRENCY)
+    return time.monotonic() - began
+
+
+async def measure_memory(
+    client: Client, engine: sqlalchemy.Engine, worker_pid: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    await asyncio.sleep(args.settle)
+    before = rss_kib(worker_pid)
+    print(f"  worker RSS with no period: {before / 1024:.1f} MiB", flush=True)
+    points = []
+    opened = 0
+    for size in args.sizes:
+        subscriptions = [f"mem_{i:06d}" for i in range(opened, size)]
+        began = time.monotonic()
+        await open_periods(client, subscriptions)
+        while (count := await asyncio.to_thread(drafts, engine)) < size:
+            if time.monotonic() - began > args.timeout:
+                raise TimeoutError(f"only {count} of {size} drafts after {args.timeout:.0f}s")
+            await asyncio.sleep(1)
+        opened = size
+        reached = time.monotonic() - began
+        await asyncio.sleep(args.settle)
+        rss = rss_kib(worker_pid)
+        point = {
+            "open_periods": size,
+            "worker_rss_kib": rss,
+            "kib_per_open_period": round((rss - before) / size, 1),
+            "seconds_to_open": round(reached, 1),
+            "load_average": load_average(),
+        }
+        points.append(point)
+        print(
+            f"  {size:,} periods waiting in their grace timer (opened in {reached:.0f}s): "
+            f"worker RSS {rss / 1024:.1f} MiB, {point['kib_per_open_period']} KiB per period; "
+            f"load {point['load_average']}",
+            flush=True,
+        )
+    return {"worker_rss_before_kib": before, "points": points}
+
+
+async def measure_history(
+    client: Client, engine: sqlalchemy.Engine, args: argparse.Namespace
+) -> dict[str, Any]:
+    start, end = this_month()
+    subscription = "hist_0000"
+    handle = await start_period(
+        client,
+        BillingPeriodInput(
+            subscription_external_id=subscription, period_start=start, period_end=end
+        ),
+        task_queue=TASK_QUEUE,
+    )
+    batches = batches_for(subscription, start, args.events)
+    began = time.monotonic()
+    latest = client.get_workflow_handle(handle.id)
+    await bounded_gather([latest.signal("add_usage", batch) for batch in batches], 8)
+    while (stored := await asyncio.to_thread(count_events, engine, "hist_")) < args.events:
+        if time.monotonic() - began > args.timeout:
+            raise TimeoutError(f"only {stored} of {args.events} events stored")
+        await asyncio.sleep(0.5)
+    seconds = time.monotonic() - began
+    await asyncio.sleep(2)  # the last workflow task after the last activity
+    description = await latest.describe()
+    history_length = description.raw_description.workflow_execution_info.history_length
+    history_bytes = description.raw_description.workflow_execution_info.history_size_bytes
+    runs = 0
+    events_all_runs = 0
+    async for execution in client.list_workflows(f"WorkflowId = '{handle.id}'"):
+        runs += 1
+        run = client.get_workflow_handle(handle.id, run_id=execution.run_id)
+        events_all_runs += (
+            await run.describe()
+        ).raw_description.workflow_execution_info.history_length
+    await latest.terminate("benchmark over")
+    result = {
+        "usage_events": args.events,
+        "signals": len(batches),
+        "stored_seconds": round(seconds, 2),
+        "current_run_history_events": history_length,
+        "current_run_history_bytes": history_bytes,
+        "runs": runs,
+        "history_events_all_runs": events_all_runs,
+    }
+    print(
+        f"  history: {args.events:,} events in {len(batches)} signals stored in {seconds:.1f}s; "
+        f"current run {history_length:,} history events ({history_bytes / 1024:.0f} KiB), "
+        f"{runs} run(s), {events_all_runs:,} events over all runs",
+        flush=True,
+    )
+    return result
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    result: dict[str, Any] = {"benchmark": "memory", **machine()}
+    print(
+        f"memory at {', '.join(f'{s:,}' for s in args.sizes)} open periods; history after "
+        f"{args.events:,} usage events (load {result['load_average_at_start']})",
+        flush=True,
+    )
+    subscriptions = [f"mem_{i:06d}" for i in range(max(args.sizes))] + ["hist_0000"]
+    with fresh_schema(args.url, "bench_memory") as url:
+        engine = load_bench_catalog(url, subscriptions, "http://127.0.0.1:9/unused")
+        try:
+            async with dev_server() as client:
+                command = [
+                    sys.executable,
+                    str(Path(__file__).with_name("_worker.py")),
+                    client.service_client.config.target_host,
+                    url,
+                    TASK_QUEUE,
+                ]
+                if args.max_cached_workflows is not None:
+                    command += ["--max-cached-workflows", str(args.max_cached_workflows)]
+                worker = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+                try:
+                    assert worker.stdout is not None
+                    ready = json.loads(await asyncio.to_thread(worker.stdout.readline))
+                    result["worker"] = ready
+                    print(
+                        f"  worker pid {ready['pid']}: max_cached_workflows "
+                        f"{ready['max_cached_workflows']}, max_concurrent_workflow_tasks "
+                        f"{ready['max_concurrent_workflow_tasks']}",
+                        flush=True,
+                    )
+                    result["memory"] = await measure_memory(client, engine, ready["pid"], args)
+                    result["history"] = await measure_history(client, engine, args)
+                finally:
+                    worker.terminate()
+                    try:
+                        worker.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        worker.kill()
+                        worker.wait(timeout=5)
+        finally:
+            engine.dispose()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000", help="open periods, comma separated")
+    parser.add_argument("--events", type=int, default=100_000, help="usage events for history")
+    parser.add_argument("--max-cached-workflows", type=int, default=None)
+    parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--settle", type=float, default=SETTLE_SECONDS, help="seconds before RSS")
+    parser.add_argument("--smoke", action="store_true", help="20 periods, 5,000 events")
+    parser.add_argument("--url", default=os.environ.get("BILLING_TEST_POSTGRES_URL", DEFAULT_URL))
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args()
+    args.sizes = sorted(int(s) for s in args.sizes.split(","))
+    if args.smoke:
+        args.sizes, args.events, args.timeout, args.settle = [10, 20], 5_000, 60, 1.0
+    result = asyncio.run(bench(args))
+    path = write_result("memory", result, args.output)
+    points = result["memory"]["points"]
+    print(
+        "memory: "
+        + ", ".join(
+            f"{p['kib_per_open_period']} KiB/period at {p['open_periods']:,}" for p in points
+        )
+        + f" (cache {result['worker']['max_cached_workflows']}); history "
+        f"{result['history']['current_run_history_events']:,} events in the current run, "
+        f"{result['history']['runs']} run(s) -> {path}"
+    )
+    sys.stdout.flush()
+    os._exit(0)  # sdk-python issue 300: avoid the interpreter-exit crash after SDK use
+
+
+if __name__ == "__main__":
+    main()
