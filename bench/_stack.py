@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import resource
+import signal
 import socket
 import subprocess
 import time
@@ -36,6 +37,11 @@ DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 RESULTS = Path(__file__).parent / "results"
 SECRET = "whsec_bench"
 SERVER_START_TIMEOUT = 60.0
+
+
+def stop_cleanly_on_sigterm() -> None:
+    """SIGTERM behaves like Ctrl-C: context managers stop the server and drop the schema."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def free_port() -> int:

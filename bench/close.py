@@ -47,6 +47,7 @@ from _stack import (
     load_bench_catalog,
     machine,
     percentile,
+    stop_cleanly_on_sigterm,
     write_result,
 )
 from sqlalchemy import text
@@ -372,6 +373,7 @@ def main() -> None:
     parser.add_argument("--url", default=os.environ.get("BILLING_TEST_POSTGRES_URL", DEFAULT_URL))
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
+    stop_cleanly_on_sigterm()
     if args.smoke:
         args.periods, args.grace, args.timeout = 20, 1, 60
     result = asyncio.run(bench(args))

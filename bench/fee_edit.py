@@ -36,6 +36,7 @@ from _stack import (
     load_bench_catalog,
     machine,
     percentile,
+    stop_cleanly_on_sigterm,
     write_result,
 )
 from close import JANUARY, START_CONCURRENCY, Finish, usage_events
@@ -203,6 +204,7 @@ def main() -> None:
     parser.add_argument("--url", default=os.environ.get("BILLING_TEST_POSTGRES_URL", DEFAULT_URL))
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
+    stop_cleanly_on_sigterm()
     if args.smoke:
         args.edits, args.periods, args.close, args.timeout = 20, 2, 20, 60
     result = asyncio.run(bench(args))

@@ -41,6 +41,7 @@ from _stack import (
     load_average,
     load_bench_catalog,
     machine,
+    stop_cleanly_on_sigterm,
     write_result,
 )
 from sqlalchemy import text
@@ -284,6 +285,7 @@ def main() -> None:
     parser.add_argument("--url", default=os.environ.get("BILLING_TEST_POSTGRES_URL", DEFAULT_URL))
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
+    stop_cleanly_on_sigterm()
     if args.smoke:
         args.events, args.periods, args.timeout = 2_000, 2, 60
     result = asyncio.run(bench(args))

@@ -41,6 +41,7 @@ from _stack import (
     load_bench_catalog,
     machine,
     rss_kib,
+    stop_cleanly_on_sigterm,
     write_result,
 )
 from close import JANUARY, START_CONCURRENCY
@@ -230,6 +231,7 @@ def main() -> None:
     parser.add_argument("--url", default=os.environ.get("BILLING_TEST_POSTGRES_URL", DEFAULT_URL))
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
+    stop_cleanly_on_sigterm()
     args.sizes = sorted(int(s) for s in args.sizes.split(","))
     if args.smoke:
         args.sizes, args.events, args.timeout, args.settle = [10, 20], 5_000, 60, 1.0
