@@ -120,6 +120,7 @@ class RecordRejectionRequest(_Request):
     kind: str
     payload: str
     reason: str
+    subscription_external_id: str | None = None
 
 
 def _permanent_domain_errors(fn: Callable[P, R]) -> Callable[P, R]:
@@ -222,4 +223,5 @@ class InvoiceActivities:
             kind=request.kind,
             payload=request.payload,
             reason=request.reason,
+            subscription_external_id=request.subscription_external_id,
         )

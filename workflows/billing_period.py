@@ -85,6 +85,7 @@ STORE_RETRY_POLICY = RetryPolicy(
 )
 MAX_EVENTS_PER_ACTIVITY = 2000  # usage signals merged into one store call, far below 2 MB
 MAX_UPDATES_PER_RUN = 1500  # Temporal allows 2,000 updates per run
+PATCH_STORE_REJECTIONS_PROMPTLY = "store-rejections-promptly"
 KEPT_REJECTIONS = 100  # the query shows the latest ones; the database keeps all
 DAY = timedelta(days=1)
 
@@ -203,9 +204,15 @@ class BillingPeriodWorkflow:
             wake_at = deadline()
             if self._refresh_due_at is not None:
                 wake_at = min(wake_at, self._refresh_due_at)
+            # Histories recorded before this patch woke only for commands (docs/UPGRADES.md).
+            store_promptly = workflow.patched(PATCH_STORE_REJECTIONS_PROMPTLY)
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
-                    lambda: bool(self._queue) or self._finalize_requested,
+                    lambda: (
+                        bool(self._queue)
+                        or (store_promptly and bool(self._unstored_rejections))
+                        or self._finalize_requested
+                    ),
                     timeout=max(wake_at - now, timedelta(milliseconds=1)),
                     timeout_summary=f"{self._phase.value} until {wake_at.isoformat()}",
                 )
@@ -651,6 +658,7 @@ class BillingPeriodWorkflow:
                 kind=kind,
                 payload=excerpt,
                 reason=reason,
+                subscription_external_id=self._input.subscription_external_id,
             )
         )
         workflow.logger.info("rejected %s: %s", kind, reason)

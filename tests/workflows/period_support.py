@@ -30,7 +30,7 @@ SECRET = "whsec_workflow_tests"
 JANUARY = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC))
 
 
-def test_catalog(webhook_url: str, suffix: str = "") -> dict[str, Any]:
+def period_catalog(webhook_url: str, suffix: str = "") -> dict[str, Any]:
     """Two billing entities (empty invoices finalized / skipped) and one subscription per case.
 
     ``suffix`` makes subscription ids (and so workflow ids) unique per test: the Temporal
@@ -172,6 +172,9 @@ def test_catalog(webhook_url: str, suffix: str = "") -> dict[str, Any]:
     }
 
 
+test_catalog = period_catalog  # the name some scripts import; not a test
+
+
 @dataclass
 class PeriodHarness:
     """A running worker over a loaded catalog, and helpers to drive periods."""
@@ -284,7 +287,7 @@ async def harness(
     suffix = f"-{uuid.uuid4().hex[:8]}"
     sink = WebhookSink(secret=SECRET)
     await sink.start("127.0.0.1", 0)
-    load_catalog(engine, test_catalog(sink.url, suffix))
+    load_catalog(engine, period_catalog(sink.url, suffix))
     try:
         with ThreadPoolExecutor(max_workers=8) as executor:
             async with httpx.AsyncClient() as http:

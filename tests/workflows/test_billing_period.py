@@ -18,6 +18,7 @@ from billing.models import InvoiceStatus
 from billing.signature import verify_signature
 from store.catalog import apply_coupon, get_wallet, top_up_wallet
 from store.invoices import get_invoice
+from store.usage import list_rejections
 from store.webhooks import list_deliveries
 from tests.workflows.period_support import SECRET, PeriodHarness, harness, workflow_task_failures
 from workflows.billing_period import BillingPeriodWorkflow
@@ -332,6 +333,14 @@ async def test_malformed_signals_are_recorded_without_task_failures(
     assert any("malformed add_usage" in r for r in reasons)
     assert any("unknown signal 'no_such_signal'" in r for r in reasons)
     assert any("'nope' is not part of this subscription's plan" in r for r in reasons)
+    stored: list[str] = []
+    for _ in range(100):  # stored by an activity right after the refusal
+        stored = [r.reason for r in list_rejections(harness.engine, source=handle.id)]
+        if len(stored) >= 8:
+            break
+        await asyncio.sleep(0.1)
+    assert len(stored) >= 8  # every refusal is kept in the database, with its reason
+    assert any("unknown signal 'no_such_signal'" in r for r in stored)
 
     with pytest.raises(WorkflowUpdateFailedError):
         await handle.execute_update(
