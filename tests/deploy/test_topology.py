@@ -179,7 +179,7 @@ class WorkerProcesses:
 
 
 async def wait_for_pollers(client: Client, task_queue: str, identities: set[str]) -> None:
-    deadline = asyncio.get_running_loop().time() + 30
+    deadline = asyncio.get_running_loop().time() + 60
     while True:
         response = await client.workflow_service.describe_task_queue(
             DescribeTaskQueueRequest(
@@ -313,7 +313,7 @@ async def _wait_for_draft(handle: WorkflowHandle[Any, Any]) -> None:
     from workflows.billing_period import BillingPeriodWorkflow
     from workflows.messages import PeriodPhase
 
-    deadline = asyncio.get_running_loop().time() + 30
+    deadline = asyncio.get_running_loop().time() + 90  # generous: CI machines can be busy
     while True:
         view = await handle.query(BillingPeriodWorkflow.invoice)
         if view.phase == PeriodPhase.DRAFT and view.invoice is not None:
