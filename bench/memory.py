@@ -47,6 +47,7 @@ from _stack import (
 from close import JANUARY, START_CONCURRENCY
 from ingest import batches_for, count_events, this_month
 from sqlalchemy import text
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from starter.periods import start_period
@@ -137,12 +138,53 @@ async def measure_history(
     batches = batches_for(subscription, start, args.events)
     began = time.monotonic()
     latest = client.get_workflow_handle(handle.id)
-    await bounded_gather([latest.signal("add_usage", batch) for batch in batches], 8)
-    while (stored := await asyncio.to_thread(count_events, engine, "hist_")) < args.events:
-        if time.monotonic() - began > args.timeout:
-            raise TimeoutError(f"only {stored} of {args.events} events stored")
-        await asyncio.sleep(0.5)
+    stored = 0
+    progress_at = time.monotonic()
+
+    async def stored_at_least(wanted: int) -> bool:
+        """Wait until ``wanted`` events are stored; False when the period stalls."""
+        nonlocal stored, progress_at
+        while stored < wanted:
+            now_stored = await asyncio.to_thread(count_events, engine, "hist_")
+            if now_stored > stored:
+                stored, progress_at = now_stored, time.monotonic()
+            elif time.monotonic() - progress_at > args.stall:
+                return False
+            if stored < wanted:
+                await asyncio.sleep(0.2)
+        return True
+
+    stalled = False
+    for index, batch in enumerate(batches):
+        # At most --outstanding batches sent but not yet stored (0: send them all at once).
+        if args.outstanding and not await stored_at_least(
+            (index - args.outstanding) * len(batch.events)
+        ):
+            stalled = True
+            break
+        await latest.signal("add_usage", batch)
+    if not stalled:
+        stalled = not await stored_at_least(args.events)
     seconds = time.monotonic() - began
+    if stalled:
+        failures = 0
+        async for event in latest.fetch_history_events():
+            failures += event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+        await latest.terminate("benchmark over: stalled")
+        print(
+            f"  history: STALLED after {stored:,} of {args.events:,} events stored "
+            f"({failures} workflow task failures in the current run)",
+            flush=True,
+        )
+        return {
+            "usage_events": args.events,
+            "outstanding_batches": args.outstanding,
+            "stalled": True,
+            "stored_events": stored,
+            "workflow_task_failures": failures,
+            "current_run_history_events": None,
+            "runs": None,
+        }
     await asyncio.sleep(2)  # the last workflow task after the last activity
     description = await latest.describe()
     history_length = description.raw_description.workflow_execution_info.history_length
@@ -158,6 +200,8 @@ async def measure_history(
     await latest.terminate("benchmark over")
     result = {
         "usage_events": args.events,
+        "outstanding_batches": args.outstanding,
+        "stalled": False,
         "signals": len(batches),
         "stored_seconds": round(seconds, 2),
         "current_run_history_events": history_length,
@@ -207,6 +251,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                         flush=True,
                     )
                     result["memory"] = await measure_memory(client, engine, ready["pid"], args)
+                    write_result("memory", result, args.output)  # kept if the rest fails
                     result["history"] = await measure_history(client, engine, args)
                 finally:
                     worker.terminate()
@@ -226,6 +271,13 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000, help="usage events for history")
     parser.add_argument("--max-cached-workflows", type=int, default=None)
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument(
+        "--outstanding",
+        type=int,
+        default=4,
+        help="usage signals sent ahead of what is stored (0: all at once)",
+    )
+    parser.add_argument("--stall", type=float, default=60, help="seconds without progress")
     parser.add_argument("--settle", type=float, default=SETTLE_SECONDS, help="seconds before RSS")
     parser.add_argument("--smoke", action="store_true", help="20 periods, 5,000 events")
     parser.add_argument("--url", default=os.environ.get("BILLING_TEST_POSTGRES_URL", DEFAULT_URL))
@@ -244,8 +296,8 @@ def main() -> None:
             f"{p['kib_per_open_period']} KiB/period at {p['open_periods']:,}" for p in points
         )
         + f" (cache {result['worker']['max_cached_workflows']}); history "
-        f"{result['history']['current_run_history_events']:,} events in the current run, "
-        f"{result['history']['runs']} run(s) -> {path}"
+        f"{result['history']['current_run_history_events']} events in the current run, "
+        f"{result['history']['runs']} run(s), stalled {result['history']['stalled']} -> {path}"
     )
     sys.stdout.flush()
     os._exit(0)  # sdk-python issue 300: avoid the interpreter-exit crash after SDK use
