@@ -114,7 +114,7 @@ class _Command:
     """One queued mutation; an update waits on ``done`` for its result or error."""
 
     kind: str
-    message: BaseModel
+    message: Any  # the validated model; a usage signal's decoded payload until applied
     from_update: bool
     done: bool = False
     result: Any = None
@@ -146,6 +146,7 @@ class BillingPeriodWorkflow:
         self._webhooks_delivered = 0
         self._webhooks_failed = 0
         self._pending_deliveries: list[str] = []
+        self._store_promptly = False
 
     # ------------------------------------------------------------------ the story
 
@@ -205,12 +206,12 @@ class BillingPeriodWorkflow:
             if self._refresh_due_at is not None:
                 wake_at = min(wake_at, self._refresh_due_at)
             # Histories recorded before this patch woke only for commands (docs/UPGRADES.md).
-            store_promptly = workflow.patched(PATCH_STORE_REJECTIONS_PROMPTLY)
+            self._store_promptly = workflow.patched(PATCH_STORE_REJECTIONS_PROMPTLY)
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
                     lambda: (
                         bool(self._queue)
-                        or (store_promptly and bool(self._unstored_rejections))
+                        or (self._store_promptly and bool(self._unstored_rejections))
                         or self._finalize_requested
                     ),
                     timeout=max(wake_at - now, timedelta(milliseconds=1)),
@@ -364,24 +365,42 @@ class BillingPeriodWorkflow:
         return self._invoice
 
     async def _apply_usage_signals(self, first: _Command) -> None:
-        """Merge consecutive usage signals into one store call (bounded history)."""
-        batch = [first]
-        events = list(first.message.events)  # type: ignore[attr-defined]
-        while (
-            self._queue
-            and self._queue[0].kind == "add_usage"
-            and not self._queue[0].from_update
-            and len(events) + len(self._queue[0].message.events) <= MAX_EVENTS_PER_ACTIVITY  # type: ignore[attr-defined]
-        ):
+        """Merge consecutive usage signals into one store call (bounded history).
+
+        Usage signals are validated here, one merged batch per step, not in the signal
+        handler: a burst of large batches would otherwise be checked in one workflow task
+        and trip the SDK's deadlock detector.
+        """
+        batch: list[_Command] = []
+        events: list[UsageEvent] = []
+        command = first
+        while True:
+            try:
+                message = AddUsage.model_validate(command.message)
+            except ValidationError as err:
+                reason = f"malformed add_usage payload: {_short_error(err)}"
+                self._reject("add_usage", reason, _excerpt([command.message]))
+                command.done = True
+            else:
+                batch.append(command)
+                events.extend(message.events)
+            following = self._queue[0] if self._queue else None
+            if (
+                following is None
+                or following.kind != "add_usage"
+                or following.from_update
+                or len(events) + _batch_size(following.message) > MAX_EVENTS_PER_ACTIVITY
+            ):
+                break
             command = self._queue.popleft()
-            batch.append(command)
-            events.extend(command.message.events)  # type: ignore[attr-defined]
+        if not events:
+            return
         try:
             self._check_allowed("add_usage")
             result = await self._record_usage(events)
         except ApplicationError as err:
             for command in batch:
-                self._reject("add_usage", err.message, command.message)
+                self._reject("add_usage", err.message, f"{_batch_size(command.message)} events")
         else:
             for rejected in result.rejected:
                 self._reject(
@@ -484,10 +503,18 @@ class BillingPeriodWorkflow:
     def _receive_signal(self, kind: str, model: type[BaseModel], args: Sequence[Any]) -> None:
         """Validate a signal payload ourselves: a bad one is recorded, never raised."""
         self._signals_this_run += 1
+        message: Any
         try:
             if len(args) != 1:
                 raise ValueError(f"expected one argument, got {len(args)}")
-            message = model.model_validate(_decoded(args[0]))
+            payload = _decoded(args[0])
+            if model is AddUsage:
+                # Only the shape here; the events are validated when the batch is applied.
+                if not isinstance(payload, dict) or not isinstance(payload.get("events"), list):
+                    raise ValueError("expected an object with a list of events")
+                message = payload
+            else:
+                message = model.model_validate(payload)
         except (ValidationError, ValueError, TypeError, UnicodeDecodeError) as err:
             self._reject(kind, f"malformed {kind} payload: {_short_error(err)}", _excerpt(args))
             return
@@ -640,12 +667,15 @@ class BillingPeriodWorkflow:
                 f"{summary} failed: {cause}", type="StoreFailure", non_retryable=True
             ) from None
 
-    def _reject(self, kind: str, reason: str, message: BaseModel | str | None) -> None:
+    def _reject(self, kind: str, reason: str, message: Any) -> None:
         self._sequence += 1
         self._inputs_rejected += 1
-        excerpt = (
-            message.model_dump_json()[:500] if isinstance(message, BaseModel) else (message or "")
-        )
+        if isinstance(message, BaseModel):
+            excerpt = message.model_dump_json()[:500]
+        elif isinstance(message, str) or message is None:
+            excerpt = message or ""
+        else:
+            excerpt = _excerpt([message])
         rejection = Rejection(
             kind=kind, reason=reason, received_at=workflow.now(), payload_excerpt=excerpt
         )
@@ -778,6 +808,11 @@ def _short_error(err: Exception) -> str:
             for e in err.errors()[:5]
         )
     return str(err)[:300]
+
+
+def _batch_size(payload: Any) -> int:
+    events = payload.get("events") if isinstance(payload, dict) else None
+    return len(events) if isinstance(events, list) else 0
 
 
 def _decoded(arg: Any) -> Any:

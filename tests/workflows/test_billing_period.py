@@ -399,3 +399,26 @@ async def test_continue_as_new_keeps_every_event(harness: PeriodHarness) -> None
     )
     assert fee(final, "api_calls").units == Decimal(sent)
     assert (await started.result()).fees_amount_cents == final.fees_amount_cents
+
+
+BURST = 40
+
+
+async def test_a_burst_of_large_usage_signals_never_fails_a_workflow_task(
+    harness: PeriodHarness,
+) -> None:
+    started = await harness.start("sub_pro")
+    handle = harness.latest(started)
+    await harness.wait_for_draft(handle)
+    jan = datetime(2026, 1, 21, tzinfo=UTC)
+    batches = [
+        AddUsage(events=[harness.event(f"burst{b}-{i}", "api_calls", jan) for i in range(1000)])
+        for b in range(BURST)
+    ]
+    # Sent all at once: many arrive in one workflow task, which must stay short.
+    await asyncio.gather(
+        *(handle.signal(BillingPeriodWorkflow.add_usage, batch) for batch in batches)
+    )
+    await harness.wait_for(handle, lambda v: v.events_accepted == BURST * 1000, timeout=240)
+    assert await workflow_task_failures(started) == []
+    await finish(handle)
