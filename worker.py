@@ -48,6 +48,7 @@ def build_worker(
     *,
     task_queue: str,
     executor: ThreadPoolExecutor,
+    max_cached_workflows: int = 1000,
 ) -> Worker:
     """A worker with every workflow and activity of the product registered."""
     invoices = InvoiceActivities(engine)
@@ -73,6 +74,7 @@ def build_worker(
         activity_executor=executor,
         max_concurrent_activities=ACTIVITY_THREADS,
         graceful_shutdown_timeout=SHUTDOWN_GRACE,
+        max_cached_workflows=max_cached_workflows,
     )
 
 
@@ -101,7 +103,12 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
         async with httpx.AsyncClient() as http:
             worker = build_worker(
-                client, engine, http, task_queue=settings.task_queue, executor=executor
+                client,
+                engine,
+                http,
+                task_queue=settings.task_queue,
+                executor=executor,
+                max_cached_workflows=settings.max_cached_workflows,
             )
             log.info(
                 "worker polling task queue %r at %s (namespace %s)",
