@@ -156,11 +156,14 @@ def _rejection_reason(
         )
     if not period_start <= event.timestamp < period_end:
         this = describe_period(period_start, period_end, context.timezone)
-        start, end = billing_period(event.timestamp, context.timezone, context.plan.interval)
-        other = describe_period(start, end, context.timezone)
+        try:
+            start, end = billing_period(event.timestamp, context.timezone, context.plan.interval)
+        except (ValueError, OverflowError):  # e.g. December 9999: its period ends past year 9999
+            belongs = "it is too far from any billing period to be billed"
+        else:
+            belongs = f"it belongs to the period {describe_period(start, end, context.timezone)}"
         return (
-            f"timestamp {_utc_label(event.timestamp)} is outside the period {this}; "
-            f"it belongs to the period {other}",
+            f"timestamp {_utc_label(event.timestamp)} is outside the period {this}; {belongs}",
             None,
             None,
         )

@@ -565,8 +565,14 @@ class BillingPeriodWorkflow:
             raise command.error
         return command.result
 
-    def _validate(self, kind: str) -> None:
-        """Validators refuse early what the current phase cannot accept."""
+    def _validate(self, kind: str, message: Any, model: type[BaseModel]) -> None:
+        """Validators refuse early a missing payload and what the current phase cannot accept."""
+        if not isinstance(message, model):
+            raise ApplicationError(
+                f"{kind}: expected a {model.__name__} object, got {type(message).__name__}",
+                type="MalformedPayload",
+                non_retryable=True,
+            )
         self._check_allowed(kind)
 
     @workflow.update(name="add_usage_sync")
@@ -576,7 +582,7 @@ class BillingPeriodWorkflow:
 
     @add_usage_sync.validator
     def _validate_add_usage(self, message: AddUsage) -> None:
-        self._validate("add_usage")
+        self._validate("add_usage", message, AddUsage)
 
     @workflow.update(name="edit_fee_sync")
     async def edit_fee_sync(self, message: EditFee) -> Invoice:
@@ -585,7 +591,7 @@ class BillingPeriodWorkflow:
 
     @edit_fee_sync.validator
     def _validate_edit_fee(self, message: EditFee) -> None:
-        self._validate("edit_fee")
+        self._validate("edit_fee", message, EditFee)
         if self._settings is not None:
             self._check_charge(message.charge_code)
 
@@ -596,7 +602,7 @@ class BillingPeriodWorkflow:
 
     @remove_fee_adjustment_sync.validator
     def _validate_remove_fee_adjustment(self, message: RemoveFeeAdjustment) -> None:
-        self._validate("remove_fee_adjustment")
+        self._validate("remove_fee_adjustment", message, RemoveFeeAdjustment)
         if self._settings is not None:
             self._check_charge(message.charge_code)
 
@@ -607,7 +613,7 @@ class BillingPeriodWorkflow:
 
     @refresh_invoice_sync.validator
     def _validate_refresh(self, message: RefreshInvoice) -> None:
-        self._validate("refresh_invoice")
+        self._validate("refresh_invoice", message, RefreshInvoice)
 
     @workflow.update(name="finalize_invoice_sync")
     async def finalize_invoice_sync(self, message: FinalizeInvoice) -> Invoice:
@@ -622,7 +628,7 @@ class BillingPeriodWorkflow:
 
     @finalize_invoice_sync.validator
     def _validate_finalize(self, message: FinalizeInvoice) -> None:
-        self._validate("finalize_invoice")
+        self._validate("finalize_invoice", message, FinalizeInvoice)
 
     # ------------------------------------------------------------------ queries
 

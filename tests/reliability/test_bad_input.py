@@ -387,12 +387,6 @@ async def test_null_signal_payload_is_recorded(period: Period) -> None:
     assert "malformed add_usage payload" in reasons[-1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG workflows/billing_period.py add_usage_sync/_validate_add_usage: a null update "
-    "payload decodes to None, passes the validator and the update 'succeeds' (returns the "
-    "invoice instead of a receipt); finalize_invoice_sync(None) would even finalize",
-)
 async def test_null_update_payload_is_refused(
     temporal_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
@@ -404,12 +398,6 @@ async def test_null_update_payload_is_refused(
         assert await workflow_task_failures(handle) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG store/usage.py:159 _rejection_reason -> billing/periods.py:89 _next_start: an "
-    "event stamped in December 9999 raises ValueError('year 10000 is out of range'); "
-    "record_usage retries forever and blocks every later input of the period",
-)
 async def test_event_in_december_9999_is_rejected(
     temporal_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
