@@ -44,7 +44,9 @@ PASSWORD = "S3cretPW"
 PERIODS = 20
 EVENTS_PER_PERIOD = 30
 KILLS = 3
-JANUARY = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC))
+# March, not January: the dev server is shared with tests/deploy, whose periods use
+# the same subscription ids for January, and a completed period is never started again.
+MARCH = (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))
 
 
 @pytest.fixture
@@ -140,8 +142,8 @@ async def test_worker_sigkilled_repeatedly_loses_and_doubles_nothing(
                 client,
                 BillingPeriodInput(
                     subscription_external_id=f"sub_{i}",
-                    period_start=JANUARY[0],
-                    period_end=JANUARY[1],
+                    period_start=MARCH[0],
+                    period_end=MARCH[1],
                     grace_period_seconds=rng.randint(4, 9),
                     refresh_debounce_seconds=0,
                     webhook_retry_window_seconds=300,
@@ -156,7 +158,7 @@ async def test_worker_sigkilled_repeatedly_loses_and_doubles_nothing(
                         transaction_id=f"e-{i}-{k}-{n}",
                         external_subscription_id=f"sub_{i}",
                         code="api_calls",
-                        timestamp=datetime(2026, 1, 15, tzinfo=UTC),
+                        timestamp=datetime(2026, 3, 15, tzinfo=UTC),
                     )
                     for n in range(EVENTS_PER_PERIOD // KILLS)
                 ]
