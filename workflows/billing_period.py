@@ -25,7 +25,6 @@ import contextlib
 import json
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,7 +41,6 @@ with workflow.unsafe.imports_passed_through():
         FinalizeResult,
         InvoiceActivities,
         InvoiceRef,
-        PeriodSettings,
         PeriodSettingsRequest,
         RecordRejectionRequest,
         RecordUsageRequest,
@@ -72,9 +70,10 @@ with workflow.unsafe.imports_passed_through():
         UsageReceipt,
         UsageRejection,
     )
+    from workflows.period_state import CarriedState, QueuedCommand, carried_state
     from workflows.webhook_delivery import WebhookDeliveryInput, WebhookDeliveryWorkflow
 
-__all__ = ["BillingPeriodWorkflow", "CarriedState"]
+__all__ = ["BillingPeriodWorkflow"]
 
 # Timeouts and retries, named once. Store activities retry until the database is back.
 STORE_TIMEOUT = timedelta(seconds=60)
@@ -93,41 +92,12 @@ EDITABLE = (PeriodPhase.DRAFT,)
 ACCEPTS_USAGE = (PeriodPhase.OPEN, PeriodPhase.DRAFT)
 
 
-class CarriedState(BaseModel):
-    """What a period carries over to its next run when it continues as new."""
-
-    phase: PeriodPhase
-    settings: PeriodSettings | None = None
-    invoice: Invoice | None = None
-    grace_period_ends_at: datetime | None = None
-    refresh_due_at: datetime | None = None
-    finalize_requested: bool = False
-    events_accepted: int = 0
-    events_duplicated: int = 0
-    inputs_rejected: int = 0
-    rejections: list[Rejection] = []
-    sequence: int = 0
-
-
-@dataclass
-class _Command:
-    """One queued mutation; an update waits on ``done`` for its result or error."""
-
-    kind: str
-    message: Any  # the validated model; a usage signal's decoded payload until applied
-    from_update: bool
-    done: bool = False
-    result: Any = None
-    error: ApplicationError | None = None
-    received_at: datetime = field(default_factory=lambda: workflow.now())
-
-
 @workflow.defn
 class BillingPeriodWorkflow:
     @workflow.init
     def __init__(self, input: BillingPeriodInput) -> None:
         self._input = input
-        carried = input_state(input)
+        carried = carried_state(input)
         self._phase = carried.phase
         self._settings = carried.settings
         self._invoice = carried.invoice
@@ -139,7 +109,7 @@ class BillingPeriodWorkflow:
         self._inputs_rejected = carried.inputs_rejected
         self._rejections: deque[Rejection] = deque(carried.rejections, maxlen=KEPT_REJECTIONS)
         self._sequence = carried.sequence
-        self._queue: deque[_Command] = deque()
+        self._queue: deque[QueuedCommand] = deque()
         self._unstored_rejections: list[RecordRejectionRequest] = []
         self._signals_this_run = 0
         self._updates_this_run = 0
@@ -328,7 +298,7 @@ class BillingPeriodWorkflow:
             command.done = True
         await self._store_rejections()
 
-    async def _apply(self, command: _Command) -> Any:
+    async def _apply(self, command: QueuedCommand) -> Any:
         """Apply one command; refusals are ``ApplicationError`` s with a clear message."""
         self._check_allowed(command.kind)
         assert self._invoice is not None or command.kind == "add_usage"
@@ -364,14 +334,14 @@ class BillingPeriodWorkflow:
         self._show_details()
         return self._invoice
 
-    async def _apply_usage_signals(self, first: _Command) -> None:
+    async def _apply_usage_signals(self, first: QueuedCommand) -> None:
         """Merge consecutive usage signals into one store call (bounded history).
 
         Usage signals are validated here, one merged batch per step, not in the signal
         handler: a burst of large batches would otherwise be checked in one workflow task
         and trip the SDK's deadlock detector.
         """
-        batch: list[_Command] = []
+        batch: list[QueuedCommand] = []
         events: list[UsageEvent] = []
         command = first
         while True:
@@ -526,7 +496,7 @@ class BillingPeriodWorkflow:
                 return
         if kind == "finalize_invoice" and self._phase == PeriodPhase.DRAFT:
             self._finalize_requested = True  # ends the grace timer at once
-        self._queue.append(_Command(kind, message, from_update=False))
+        self._queue.append(QueuedCommand(kind, message, from_update=False))
 
     @workflow.signal(name="add_usage")
     def add_usage(self, *args: Any) -> None:
@@ -558,7 +528,7 @@ class BillingPeriodWorkflow:
 
     async def _run_update(self, kind: str, message: BaseModel) -> Any:
         self._updates_this_run += 1
-        command = _Command(kind, message, from_update=True)
+        command = QueuedCommand(kind, message, from_update=True)
         self._queue.append(command)
         await workflow.wait_condition(lambda: command.done)
         if command.error is not None:
@@ -656,7 +626,12 @@ class BillingPeriodWorkflow:
     # ------------------------------------------------------------------ plumbing
 
     async def _store(self, activity: Any, request: BaseModel, *, summary: str) -> Any:
-        """Run a store activity; a permanent failure becomes an ``ApplicationError``."""
+        """Run a store activity; a permanent failure becomes an ``ApplicationError``.
+
+        Regular activities, not local ones: with store steps as local activities, two
+        worker processes under a month-end close stopped polling workflow tasks for good
+        (bench/README.md, "Tried and reverted").
+        """
         try:
             return await workflow.execute_activity_method(
                 activity,
@@ -787,13 +762,6 @@ class BillingPeriodWorkflow:
             f"inputs rejected {self._inputs_rejected}"
         )
         workflow.set_current_details("\n".join(lines))
-
-
-def input_state(input: BillingPeriodInput) -> CarriedState:
-    carried = getattr(input, "carried_state", None)
-    if carried is None:
-        return CarriedState(phase=PeriodPhase.OPEN)
-    return CarriedState.model_validate(carried)
 
 
 def _receipt(result: RecordUsageResult) -> UsageReceipt:
