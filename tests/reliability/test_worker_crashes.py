@@ -43,7 +43,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.e2e, py
 PASSWORD = "S3cretPW"
 PERIODS = 20
 EVENTS_PER_PERIOD = 30
-KILLS = 3
+USAGE_KILLS = 3  # while late usage arrives during the grace period
+FINALIZE_KILLS = 2  # while the grace periods end and invoices are finalized
+# Longer than the usage rounds take (a few seconds), so every batch is late usage that
+# the draft accepts; a batch after finalization is refused by design, not lost.
+GRACE_SECONDS = (15, 20)
 # March, not January: the dev server is shared with tests/deploy, whose periods use
 # the same subscription ids for January, and a completed period is never started again.
 MARCH = (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))
@@ -125,9 +129,9 @@ async def test_worker_sigkilled_repeatedly_loses_and_doubles_nothing(
         workers.start(1)
         await wait_for_pollers(client, task_queue, {workers.identity(0)})
 
-        async def kill_and_restart() -> None:
+        async def kill_and_restart(pause: tuple[float, float]) -> None:
             nonlocal kills
-            await asyncio.sleep(rng.uniform(0.2, 1.5))
+            await asyncio.sleep(rng.uniform(*pause))
             process = workers.processes[-1]
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=10)
@@ -137,6 +141,8 @@ async def test_worker_sigkilled_repeatedly_loses_and_doubles_nothing(
             workers.processes.clear()
             workers.start(1)
 
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         for i in range(PERIODS):
             handle = await start_period(
                 client,
@@ -144,14 +150,14 @@ async def test_worker_sigkilled_repeatedly_loses_and_doubles_nothing(
                     subscription_external_id=f"sub_{i}",
                     period_start=MARCH[0],
                     period_end=MARCH[1],
-                    grace_period_seconds=rng.randint(4, 9),
+                    grace_period_seconds=rng.randint(*GRACE_SECONDS),
                     refresh_debounce_seconds=0,
                     webhook_retry_window_seconds=300,
                 ),
                 task_queue=task_queue,
             )
             handles.append(handle)
-        for k in range(KILLS):
+        for k in range(USAGE_KILLS):
             for i, handle in enumerate(handles):  # usage batches keep arriving meanwhile
                 events = [
                     UsageEvent(
@@ -160,10 +166,15 @@ async def test_worker_sigkilled_repeatedly_loses_and_doubles_nothing(
                         code="api_calls",
                         timestamp=datetime(2026, 3, 15, tzinfo=UTC),
                     )
-                    for n in range(EVENTS_PER_PERIOD // KILLS)
+                    for n in range(EVENTS_PER_PERIOD // USAGE_KILLS)
                 ]
                 await handle.signal(BillingPeriodWorkflow.add_usage, AddUsage(events=events))
-            await kill_and_restart()
+            await kill_and_restart((0.2, 1.5))
+        usage_took = loop.time() - started
+        assert usage_took < GRACE_SECONDS[0], f"usage rounds took {usage_took:.1f} s"
+        await asyncio.sleep(GRACE_SECONDS[0] - usage_took)
+        for _ in range(FINALIZE_KILLS):
+            await kill_and_restart((0.5, 2.5))
         async with asyncio.timeout(150):
             results = await asyncio.gather(*(h.result() for h in handles))
             await sink.wait_for(PERIODS, timeout=60)
@@ -175,7 +186,7 @@ async def test_worker_sigkilled_repeatedly_loses_and_doubles_nothing(
         await sink.stop()
 
     try:
-        assert kills == KILLS
+        assert kills == USAGE_KILLS + FINALIZE_KILLS
         # Finalized exactly once each, gapless numbers per billing entity.
         assert [r.status for r in results] == [InvoiceStatus.FINALIZED] * PERIODS
         invoices = list_invoices(engine)
@@ -190,11 +201,15 @@ async def test_worker_sigkilled_repeatedly_loses_and_doubles_nothing(
 
         # No usage event lost or doubled: every sent event is one row, one unit.
         table = counts(engine)
-        assert table["usage_events"] == PERIODS * (EVENTS_PER_PERIOD // KILLS) * KILLS
+        assert table["usage_events"] == PERIODS * EVENTS_PER_PERIOD
+        assert table["rejected_events"] == 0
+        with engine.connect() as connection:
+            refused = connection.execute(text("SELECT kind, reason FROM rejected_inputs")).all()
+        assert refused == []
         by_sub = {i.subscription_external_id: i for i in invoices}
         for i in range(PERIODS):
             fees = {f.code: f for f in by_sub[f"sub_{i}"].fees}
-            assert fees["api_calls"].units == (EVENTS_PER_PERIOD // KILLS) * KILLS
+            assert fees["api_calls"].units == EVENTS_PER_PERIOD
 
         # Coupons consumed once each; credits debited once each.
         assert table["coupon_consumptions"] == len(couponed)
