@@ -4,6 +4,10 @@ Started with the same usage signal, it runs the same number of activities (load 
 record usage, create draft, queue drafted webhook, finalize, deliver webhook) and one timer
 (the grace period), but every activity returns at once: what remains is the cost of
 Temporal itself (server, SDK, serialisation).
+
+Like the billing period, it runs all six as regular activities. With
+``{"local_store_steps": true}`` the four store steps other than recording usage are local
+activities: the reference for the local-activity experiment in bench/README.md.
 """
 
 from __future__ import annotations
@@ -47,14 +51,20 @@ class FloorPeriod:
     @workflow.run
     async def run(self, input: dict[str, Any]) -> int:
         options: dict[str, Any] = {"start_to_close_timeout": timedelta(seconds=60)}
+        store_step = (
+            workflow.execute_local_activity
+            if input.get("local_store_steps", False)
+            else workflow.execute_activity
+        )
         for step in STEPS_BEFORE_GRACE:
             payload: dict[str, Any] = {"step": step}
             if step == "record_usage":
                 await workflow.wait_condition(lambda: bool(self._usage))
                 payload["usage"] = self._usage
-            await workflow.execute_activity("floor_noop", payload, **options)
+            step_runner = workflow.execute_activity if step == "record_usage" else store_step
+            await step_runner("floor_noop", payload, **options)
         await workflow.sleep(timedelta(seconds=input["grace_seconds"]))
-        await workflow.execute_activity("floor_noop", {"step": STEPS_AFTER_GRACE[0]}, **options)
+        await store_step("floor_noop", {"step": STEPS_AFTER_GRACE[0]}, **options)
         await workflow.execute_activity(
             "floor_done", {"id": workflow.info().workflow_id}, **options
         )

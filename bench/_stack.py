@@ -64,6 +64,53 @@ def machine() -> dict[str, Any]:
     }
 
 
+SERVER_PIDS: list[int] = []  # the running dev servers, for cpu_seconds()
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU time a process (this one by default) has used, in seconds."""
+    return _stat_cpu_seconds(Path(f"/proc/{pid or 'self'}/stat").read_text())
+
+
+def postgres_cpu_seconds() -> float:
+    """CPU time of every PostgreSQL process on this machine (server and backends)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            text = stat.read_text()
+            if "(postgres)" in text or "(postmaster)" in text:
+                total += _stat_cpu_seconds(text)
+    return total
+
+
+def _stat_cpu_seconds(stat: str) -> float:
+    """utime + stime of a /proc/<pid>/stat line (fields 14 and 15), in seconds."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds used by the bench process, the dev server and PostgreSQL over a phase."""
+
+    def __init__(self, worker_pids: list[int] | None = None) -> None:
+        self._worker_pids = worker_pids or []
+        self._start = self._read()
+
+    def _read(self) -> dict[str, float]:
+        readings = {
+            "bench_process": cpu_seconds(),
+            "dev_server": sum(cpu_seconds(pid) for pid in SERVER_PIDS),
+            "postgres": postgres_cpu_seconds(),
+        }
+        if self._worker_pids:
+            readings["worker_processes"] = sum(cpu_seconds(pid) for pid in self._worker_pids)
+        return readings
+
+    def used(self) -> dict[str, float]:
+        now = self._read()
+        return {name: round(now[name] - self._start[name], 1) for name in now}
+
+
 def rss_kib(pid: int | None = None) -> int:
     """Resident set size of a process (this one by default), in KiB."""
     status = Path(f"/proc/{pid or 'self'}/status").read_text()
@@ -190,10 +237,12 @@ async def dev_server() -> AsyncIterator[Client]:
         *dev_server_search_attribute_flags(),
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    SERVER_PIDS.append(process.pid)
     try:
         client = await _connect(f"127.0.0.1:{port}", process)
         yield client
     finally:
+        SERVER_PIDS.remove(process.pid)
         process.terminate()
         try:
             process.wait(timeout=15)

@@ -17,10 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Worker
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from store.db import make_engine
-from worker import ACTIVITY_THREADS, build_worker
+from worker import ACTIVITY_THREADS, build_worker, tune_garbage_collection
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -28,17 +28,27 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    if args.metrics_port:
+        Runtime.set_default(
+            Runtime(
+                telemetry=TelemetryConfig(
+                    metrics=PrometheusConfig(bind_address=f"127.0.0.1:{args.metrics_port}")
+                )
+            ),
+            error_if_already_set=False,
+        )
     client = await Client.connect(args.address, data_converter=pydantic_data_converter)
-    engine = make_engine(args.database_url)
+    engine = make_engine(args.database_url, pool_size=ACTIVITY_THREADS)  # as run_worker
+    if not args.default_gc:
+        tune_garbage_collection()  # as worker.run_worker does
     with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
         async with httpx.AsyncClient() as http:
-            worker = build_worker(
-                client, engine, http, task_queue=args.task_queue, executor=executor
-            )
+            options = {}
             if args.max_cached_workflows is not None:
-                config = dict(worker.config())
-                config["max_cached_workflows"] = args.max_cached_workflows
-                worker = Worker(**config)
+                options["max_cached_workflows"] = args.max_cached_workflows
+            worker = build_worker(
+                client, engine, http, task_queue=args.task_queue, executor=executor, **options
+            )
             async with worker:
                 print(
                     json.dumps(
@@ -63,6 +73,8 @@ def main() -> None:
     parser.add_argument("database_url")
     parser.add_argument("task_queue")
     parser.add_argument("--max-cached-workflows", type=int, default=None)
+    parser.add_argument("--metrics-port", type=int, default=None)
+    parser.add_argument("--default-gc", action="store_true", help="CPython's GC thresholds")
     asyncio.run(serve(parser.parse_args()))
     sys.stdout.flush()
     os._exit(0)  # sdk-python issue 300

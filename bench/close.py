@@ -4,10 +4,12 @@ Against an embedded dev server (in-memory, headless, free ports) and a fresh Pos
 schema, with one in-process worker (``worker.build_worker``) and a local WebhookSink:
 
 1. **floor**: N do-nothing ``FloorPeriod`` workflows (bench/_floor.py) with the same usage
-   signal, the same number of activities (6) and the same grace timer;
+   signal, the same activities (6 regular) and the same grace timer; ``--local-floor``
+   adds the same floor with 4 of its store steps as local activities (an experiment);
 2. **close**: N ``BillingPeriodWorkflow`` s (January, already over) started at once, each
    with a few usage events (signal-with-start), through draft, a short grace period,
-   finalization and the ``invoice.created`` webhook received by the sink;
+   finalization and the ``invoice.created`` webhook received by the sink (a process of its
+   own, bench/_sink.py);
 3. **plain SQL**: the same database writes without Temporal (March periods):
    ``record_usage``, ``create_draft``, ``finalize_invoice``, ``record_attempt``, on as many
    threads as the worker has activity slots.
@@ -24,11 +26,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +42,7 @@ from _floor import FloorPeriod, floor_noop, make_done_activity
 from _stack import (
     DEFAULT_URL,
     SECRET,
+    CpuMeter,
     bounded_gather,
     dev_server,
     fresh_schema,
@@ -57,16 +60,21 @@ from temporalio.worker import Worker
 
 from billing.models import UsageEvent
 from starter.periods import period_workflow_id
-from starter.webhook_sink import ReceivedWebhook, WebhookSink
 from store import invoices as store_invoices
 from store import usage as store_usage
 from store import webhooks as store_webhooks
-from worker import ACTIVITY_THREADS, build_worker
+from worker import (
+    ACTIVITY_THREADS,
+    build_worker,
+    cache_workflow_bytecode,
+    tune_garbage_collection,
+)
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.messages import AddUsage, BillingPeriodInput
 
 JANUARY = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC))
 MARCH = (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))
+METRICS_PORT = 9470  # worker process i serves Prometheus metrics on METRICS_PORT + i
 START_CONCURRENCY = 100  # workflow starts in flight from the bench's client
 
 
@@ -117,7 +125,12 @@ class Finish:
 
 
 def summarise(
-    name: str, started: dict[str, float], finish: Finish, began: float, launched: float
+    name: str,
+    started: dict[str, float],
+    finish: Finish,
+    began: float,
+    launched: float,
+    cpu: CpuMeter,
 ) -> dict[str, Any]:
     ended = max(finish.ended.values()) if finish.ended else time.monotonic()
     latencies = [finish.ended[k] - started[k] for k in finish.ended if k in started]
@@ -131,15 +144,24 @@ def summarise(
         "latency_p50_seconds": round(percentile(latencies, 0.5), 3),
         "latency_p99_seconds": round(percentile(latencies, 0.99), 3),
         "load_average_after": load_average(),
+        "cpu_seconds": cpu.used(),
     }
     print(
         f"  {name}: {result['completed']:,}/{finish.expected:,} periods in "
         f"{result['seconds']}s (launch {result['launch_seconds']}s) = "
         f"{result['invoices_per_second']}/s; latency p50 {result['latency_p50_seconds']}s, "
-        f"p99 {result['latency_p99_seconds']}s; load {result['load_average_after']}",
+        f"p99 {result['latency_p99_seconds']}s; load {result['load_average_after']}; "
+        f"CPU s {result['cpu_seconds']}",
         flush=True,
     )
     return result
+
+
+async def read_sink(stdout: asyncio.StreamReader, finish: Finish) -> None:
+    """Marks each period whose ``invoice.created`` webhook the receiver process accepted."""
+    while line := await stdout.readline():
+        subscription, at = line.decode().split()
+        finish.mark(subscription, float(at))
 
 
 async def wait_all(finish: Finish, timeout: float, progress: Callable[[], str]) -> None:
@@ -162,9 +184,13 @@ async def run_floor(
     grace: int,
     executor: ThreadPoolExecutor,
     timeout: float,
+    *,
+    local_store_steps: bool = False,
 ) -> dict[str, Any]:
     finish = Finish(len(subscriptions))
-    task_queue = "bench-floor"
+    cache_workflow_bytecode([FloorPeriod])  # as build_worker does for ours
+    shape = "local" if local_store_steps else "regular"
+    task_queue = f"bench-floor-{shape}"
     worker = Worker(
         client,
         task_queue=task_queue,
@@ -176,12 +202,12 @@ async def run_floor(
     started: dict[str, float] = {}
 
     async def start(subscription: str) -> None:
-        workflow_id = f"floor/{subscription}"
+        workflow_id = f"floor-{shape}/{subscription}"
         usage = AddUsage(events=usage_events(subscription, JANUARY[0], events))
         started[workflow_id] = time.monotonic()
         await client.start_workflow(
             "FloorPeriod",
-            {"grace_seconds": grace},
+            {"grace_seconds": grace, "local_store_steps": local_store_steps},
             id=workflow_id,
             task_queue=task_queue,
             start_signal="add_usage",
@@ -190,11 +216,13 @@ async def run_floor(
         )
 
     async with worker:
+        cpu = CpuMeter()
         began = time.monotonic()
         await bounded_gather([start(s) for s in subscriptions], START_CONCURRENCY)
         launched = time.monotonic()
         await wait_all(finish, timeout, lambda: f"{len(finish.ended):,} done")
-        return summarise("floor", started, finish, began, launched)
+        name = "floor (local store steps)" if local_store_steps else "floor"
+        return summarise(name, started, finish, began, launched, cpu)
 
 
 async def run_close(
@@ -206,6 +234,9 @@ async def run_close(
     grace: int,
     executor: ThreadPoolExecutor,
     timeout: float,
+    *,
+    url: str,
+    worker_processes: int = 0,
 ) -> dict[str, Any]:
     task_queue = "bench-close"
     started: dict[str, float] = {}
@@ -232,14 +263,26 @@ async def run_close(
             start_signal_args=[usage],
         )
 
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=32)) as http:
-        worker = build_worker(client, engine, http, task_queue=task_queue, executor=executor)
-        async with worker:
-            began = time.monotonic()
-            await bounded_gather([start(s) for s in subscriptions], START_CONCURRENCY)
-            launched = time.monotonic()
-            await wait_all(sink_finish, timeout, lambda: f"{len(sink_finish.ended):,} webhooks")
-            result = summarise("close", started, sink_finish, began, launched)
+    async with contextlib.AsyncExitStack() as stack:
+        if worker_processes:
+            # Worker processes of their own (bench/_worker.py = worker.build_worker), as
+            # `billing worker --processes N` runs them; this process only starts periods.
+            pids = await stack.enter_async_context(
+                worker_subprocesses(client, url, task_queue, worker_processes)
+            )
+        else:
+            pids = []
+            http = await stack.enter_async_context(
+                httpx.AsyncClient(limits=httpx.Limits(max_connections=32))
+            )
+            worker = build_worker(client, engine, http, task_queue=task_queue, executor=executor)
+            await stack.enter_async_context(worker)
+        cpu = CpuMeter(worker_pids=pids)
+        began = time.monotonic()
+        await bounded_gather([start(s) for s in subscriptions], START_CONCURRENCY)
+        launched = time.monotonic()
+        await wait_all(sink_finish, timeout, lambda: f"{len(sink_finish.ended):,} webhooks")
+        result = summarise("close", started, sink_finish, began, launched, cpu)
     with engine.connect() as connection:
         rows = connection.execute(
             text(
@@ -248,9 +291,41 @@ async def run_close(
             {"start": JANUARY[0]},
         ).all()
     result["invoices_by_status"] = {status: count for status, count in rows}
-    result["worker_max_cached_workflows"] = worker.config().get("max_cached_workflows")
+    result["worker_processes"] = worker_processes or "in the bench process"
     result["worker_max_concurrent_activities"] = ACTIVITY_THREADS
     return result
+
+
+@contextlib.asynccontextmanager
+async def worker_subprocesses(
+    client: Client, url: str, task_queue: str, count: int
+) -> AsyncIterator[list[int]]:
+    address = client.service_client.config.target_host
+    script = str(Path(__file__).with_name("_worker.py"))
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            script,
+            address,
+            url,
+            task_queue,
+            "--metrics-port",
+            str(METRICS_PORT + index),
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for index in range(count)
+    ]
+    try:
+        for process in processes:
+            assert process.stdout is not None
+            await process.stdout.readline()  # {"ready": true, ...}
+        yield [process.pid for process in processes]
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.terminate()
+        for process in processes:
+            await process.wait()
 
 
 def run_plain_sql(
@@ -276,6 +351,7 @@ def run_plain_sql(
             )
         timings.append(time.monotonic() - t0)
 
+    cpu = CpuMeter()
     began = time.monotonic()
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(one, subscriptions))
@@ -288,10 +364,12 @@ def run_plain_sql(
         "latency_p50_seconds": round(percentile(timings, 0.5), 4),
         "latency_p99_seconds": round(percentile(timings, 0.99), 4),
         "load_average_after": load_average(),
+        "cpu_seconds": cpu.used(),
     }
     print(
         f"  plain SQL: {len(subscriptions):,} periods in {result['seconds']}s = "
-        f"{result['invoices_per_second']}/s on {threads} threads; load {result['load_average_after']}",
+        f"{result['invoices_per_second']}/s on {threads} threads; load {result['load_average_after']}; "
+        f"CPU s {result['cpu_seconds']}",
         flush=True,
     )
     return result
@@ -304,7 +382,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "periods": args.periods,
         "events_per_period": args.events,
         "grace_period_seconds": args.grace,
-        "worker": "1 in-process worker (worker.build_worker), client and webhook sink in the same process",
+        "worker": (
+            f"{args.worker_processes} worker processes (bench/_worker.py)"
+            if args.worker_processes
+            else "1 worker in the bench process (worker.build_worker)"
+        )
+        + "; webhook receiver in its own process (bench/_sink.py)",
         **machine(),
     }
     print(
@@ -315,27 +398,38 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     with fresh_schema(args.url, "bench_close") as url:
         loop_finish = Finish(len(subscriptions))
 
-        def on_delivery(record: ReceivedWebhook) -> None:
-            if record.accepted and not record.duplicate:
-                payload = json.loads(record.body)
-                if payload.get("webhook_type") == "invoice.created":
-                    loop_finish.mark(
-                        payload["invoice"]["subscription_external_id"], time.monotonic()
-                    )
-
-        sink = WebhookSink(secret=SECRET, on_delivery=on_delivery)
-        await sink.start("127.0.0.1", 0)
+        # The receiver runs in a process of its own, as a customer's endpoint would.
+        sink = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(Path(__file__).with_name("_sink.py")),
+            SECRET,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert sink.stdout is not None
+        sink_port = int((await sink.stdout.readline()).split()[1])
+        reader = asyncio.create_task(read_sink(sink.stdout, loop_finish))
         t0 = time.monotonic()
-        engine = load_bench_catalog(url, subscriptions, sink.url)
+        engine = load_bench_catalog(url, subscriptions, f"http://127.0.0.1:{sink_port}/")
         print(
             f"  catalog of {len(subscriptions):,} subscriptions loaded in {time.monotonic() - t0:.1f}s"
         )
+        tune_garbage_collection()  # as worker.run_worker does
         try:
             async with dev_server() as client:
                 with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
                     if not args.skip_floor:
                         result["floor"] = await run_floor(
                             client, subscriptions, args.events, args.grace, executor, args.timeout
+                        )
+                    if args.local_floor:
+                        result["floor_local_store_steps"] = await run_floor(
+                            client,
+                            subscriptions,
+                            args.events,
+                            args.grace,
+                            executor,
+                            args.timeout,
+                            local_store_steps=True,
                         )
                     result["close"] = await run_close(
                         client,
@@ -346,17 +440,23 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                         args.grace,
                         executor,
                         args.timeout,
+                        url=url,
+                        worker_processes=args.worker_processes,
                     )
-            result["plain_sql"] = await asyncio.to_thread(
-                run_plain_sql, engine, subscriptions, args.events, ACTIVITY_THREADS
-            )
+            if not args.skip_plain_sql:
+                result["plain_sql"] = await asyncio.to_thread(
+                    run_plain_sql, engine, subscriptions, args.events, ACTIVITY_THREADS
+                )
         finally:
-            await sink.stop()
+            sink.terminate()
+            await sink.wait()
+            reader.cancel()
             engine.dispose()
     ours = result["close"]["invoices_per_second"]
     if "floor" in result:
         result["ratio_to_floor"] = round(ours / result["floor"]["invoices_per_second"], 3)
-    result["ratio_to_plain_sql"] = round(ours / result["plain_sql"]["invoices_per_second"], 3)
+    if "plain_sql" in result:
+        result["ratio_to_plain_sql"] = round(ours / result["plain_sql"]["invoices_per_second"], 3)
     if args.periods < 10_000:
         result["extrapolated_10000_seconds"] = round(10_000 / ours, 1)
     return result
@@ -369,6 +469,18 @@ def main() -> None:
     parser.add_argument("--grace", type=int, default=2, help="grace period in seconds")
     parser.add_argument("--timeout", type=float, default=1200, help="seconds per phase")
     parser.add_argument("--skip-floor", action="store_true")
+    parser.add_argument("--skip-plain-sql", action="store_true")
+    parser.add_argument(
+        "--worker-processes",
+        type=int,
+        default=0,
+        help="run the close on N worker processes (default: one worker in the bench process)",
+    )
+    parser.add_argument(
+        "--local-floor",
+        action="store_true",
+        help="also run the floor with four store steps as local activities (experiment)",
+    )
     parser.add_argument("--smoke", action="store_true", help="20 periods, for the tests")
     parser.add_argument("--url", default=os.environ.get("BILLING_TEST_POSTGRES_URL", DEFAULT_URL))
     parser.add_argument("--output", type=Path, default=None)
@@ -381,7 +493,9 @@ def main() -> None:
     print(f"close: {result['close']['invoices_per_second']} invoices/s", end="")
     if "ratio_to_floor" in result:
         print(f", {result['ratio_to_floor']}x the orchestration floor", end="")
-    print(f", {result['ratio_to_plain_sql']}x plain SQL -> {path}")
+    if "ratio_to_plain_sql" in result:
+        print(f", {result['ratio_to_plain_sql']}x plain SQL", end="")
+    print(f" -> {path}")
     if "extrapolated_10000_seconds" in result:
         print(
             f"EXTRAPOLATED (linear, not measured): 10,000 periods in "

@@ -46,7 +46,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from billing.models import Invoice
 from starter.periods import period_workflow_id, start_period
 from starter.webhook_sink import ReceivedWebhook, WebhookSink
-from worker import ACTIVITY_THREADS, build_worker
+from worker import ACTIVITY_THREADS, build_worker, tune_garbage_collection
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.messages import AddUsage, BillingPeriodInput, EditFee, PeriodPhase
 
@@ -136,6 +136,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         sink = WebhookSink(secret=SECRET, on_delivery=on_delivery)
         await sink.start("127.0.0.1", 0)
         engine = load_bench_catalog(url, editable + closing, sink.url)
+        tune_garbage_collection()  # as worker.run_worker does
         task_queue = "bench-fee-edit"
         try:
             async with (

@@ -50,7 +50,7 @@ from temporalio.client import Client, WorkflowHandle
 from billing.models import UsageEvent
 from starter.periods import start_period
 from store.usage import record_usage
-from worker import ACTIVITY_THREADS, build_worker
+from worker import ACTIVITY_THREADS, build_worker, tune_garbage_collection
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.messages import MAX_USAGE_BATCH, AddUsage, BillingPeriodInput, PeriodView
 
@@ -264,6 +264,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     subscriptions += [f"dir_{i:04d}" for i in range(args.periods)]
     with fresh_schema(args.url, "bench_ingest") as url:
         engine = load_bench_catalog(url, subscriptions, "http://127.0.0.1:9/unused")
+        tune_garbage_collection()  # as worker.run_worker does
         try:
             async with dev_server() as client:
                 result["signals"] = await run_signals(client, engine, args)

@@ -239,6 +239,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 ]
                 if args.max_cached_workflows is not None:
                     command += ["--max-cached-workflows", str(args.max_cached_workflows)]
+                if args.default_gc:
+                    command.append("--default-gc")
                 worker = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
                 try:
                     assert worker.stdout is not None
@@ -270,6 +272,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,10000", help="open periods, comma separated")
     parser.add_argument("--events", type=int, default=100_000, help="usage events for history")
     parser.add_argument("--max-cached-workflows", type=int, default=None)
+    parser.add_argument(
+        "--default-gc", action="store_true", help="worker without tune_garbage_collection"
+    )
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument(
         "--outstanding",
