@@ -8,24 +8,27 @@ finish (up to a grace timeout), then exit.
 from __future__ import annotations
 
 import asyncio
-import compileall
 import contextlib
 import gc
+import importlib.abc
+import importlib.machinery
 import logging
 import multiprocessing
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from pathlib import Path
-from typing import Any
+from importlib.machinery import ModuleSpec
+from types import CodeType, ModuleType
+from typing import Any, ClassVar
 
 import httpx
 from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.worker import Worker
+from temporalio.worker import Worker, WorkerConfig
 
 from activities.invoices import InvoiceActivities
 from activities.launcher import LauncherActivities
@@ -34,15 +37,18 @@ from starter.settings import Settings
 from store.db import make_engine
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.launch_periods import LaunchPeriodsWorkflow
+from workflows.task_queues import edits_task_queue
 from workflows.webhook_delivery import WebhookDeliveryWorkflow
 
 __all__ = [
+    "EDIT_ACTIVITY_THREADS",
     "WORKFLOWS",
+    "BillingWorker",
     "build_worker",
-    "cache_workflow_bytecode",
     "main",
     "run_worker",
     "run_workers",
+    "share_workflow_code",
     "tune_garbage_collection",
 ]
 
@@ -50,26 +56,62 @@ log = logging.getLogger("billing.worker")
 
 WORKFLOWS: Sequence[type] = (BillingPeriodWorkflow, WebhookDeliveryWorkflow, LaunchPeriodsWorkflow)
 ACTIVITY_THREADS = 16  # store activities are synchronous SQLAlchemy calls
+EDIT_ACTIVITY_THREADS = 2  # operators' edits of drafts, on the edits task queue
 SHUTDOWN_GRACE = timedelta(seconds=20)
 
 
-def cache_workflow_bytecode(workflow_classes: Sequence[type] = WORKFLOWS) -> None:
-    """Compile the bytecode of the workflows' packages once, for the sandbox to reuse.
+_share_lock = threading.Lock()
+
+
+class _SharedCodeLoader(importlib.machinery.SourceFileLoader):
+    """A source loader that compiles each file once per process, whoever imports it."""
+
+    _codes: ClassVar[dict[str, CodeType]] = {}
+
+    def get_code(self, fullname: str) -> CodeType:
+        code = self._codes.get(self.path)
+        if code is None:
+            code = super().get_code(fullname)
+            assert code is not None
+            self._codes[self.path] = code  # a race only compiles twice
+        return code
+
+
+class _SharedCodeFinder(importlib.abc.MetaPathFinder):
+    """Finds the workflows' packages as usual, with a loader that shares their code."""
+
+    def __init__(self, packages: set[str]) -> None:
+        self.packages = packages
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if fullname.partition(".")[0] not in self.packages:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path, target)
+        if spec is None or type(spec.loader) is not importlib.machinery.SourceFileLoader:
+            return spec
+        spec.loader = _SharedCodeLoader(spec.loader.name, spec.loader.path)
+        return spec
+
+
+def share_workflow_code(workflow_classes: Sequence[type] = WORKFLOWS) -> None:
+    """Compile the workflows' packages once per process and share that code between runs.
 
     The sandbox imports a workflow's module (and its package) again for every period it
-    loads, so that the code runs with its restrictions. Without cached bytecode
-    (PYTHONDONTWRITEBYTECODE is set, as on this project's machines) each of those imports
-    compiled the source again: a large share of a month-end close's CPU (bench/README.md).
-    Best effort: a read-only source tree just keeps compiling.
+    loads, so that each run has its own module globals under the sandbox's restrictions.
+    Python's loader turns the file into new code objects on every such import: about
+    70 KiB per cached period for ``workflows.billing_period``, and the CPU to unmarshal it,
+    or to compile it where PYTHONDONTWRITEBYTECODE leaves no .pyc (bench/README.md). Code
+    objects are immutable, so every run can execute the same ones in its own globals.
     """
-    directories = {
-        Path(source).parent
-        for workflow_class in workflow_classes
-        if (source := getattr(sys.modules[workflow_class.__module__], "__file__", None))
-    }
-    for directory in directories:
-        with contextlib.suppress(OSError):
-            compileall.compile_dir(directory, maxlevels=0, quiet=2)
+    packages = {workflow_class.__module__.partition(".")[0] for workflow_class in workflow_classes}
+    with _share_lock:
+        installed = next((f for f in sys.meta_path if isinstance(f, _SharedCodeFinder)), None)
+        if installed is None:
+            sys.meta_path.insert(0, _SharedCodeFinder(packages))
+        else:
+            installed.packages |= packages
 
 
 def tune_garbage_collection() -> None:
@@ -84,6 +126,38 @@ def tune_garbage_collection() -> None:
     gc.freeze()
 
 
+class BillingWorker:
+    """The product's workers on one client: the periods' task queue and its edits queue.
+
+    Used like a temporalio ``Worker``: ``async with build_worker(...)`` polls both queues
+    until the block ends, then shuts both down.
+    """
+
+    def __init__(self, main: Worker, edits: Worker, edits_executor: ThreadPoolExecutor) -> None:
+        self.main = main
+        self.edits = edits
+        self._edits_executor = edits_executor
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    def config(self) -> WorkerConfig:
+        """The main worker's configuration (task queue, cache size, slots)."""
+        return self.main.config()
+
+    async def __aenter__(self) -> BillingWorker:
+        async with contextlib.AsyncExitStack() as stack:
+            # Exits in reverse: both workers stop before the edits' threads go.
+            stack.callback(self._edits_executor.shutdown)
+            await stack.enter_async_context(self.main)
+            await stack.enter_async_context(self.edits)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._stack is not None, "not entered"
+        stack, self._stack = self._stack, None
+        await stack.aclose()
+
+
 def build_worker(
     client: Client,
     engine: Engine,
@@ -92,9 +166,13 @@ def build_worker(
     task_queue: str,
     executor: ThreadPoolExecutor,
     max_cached_workflows: int = 1000,
-) -> Worker:
-    """A worker with every workflow and activity of the product registered."""
-    cache_workflow_bytecode()
+) -> BillingWorker:
+    """Workers with every workflow and activity of the product registered.
+
+    ``executor`` runs the main queue's activities; the edits queue has threads of its own
+    (EDIT_ACTIVITY_THREADS), so an edit never waits for one of the close's activities.
+    """
+    share_workflow_code()
     invoices = InvoiceActivities(engine)
     webhooks = WebhookActivities(engine, http)
     activities: list[Any] = [
@@ -110,7 +188,7 @@ def build_worker(
         webhooks.deliver_webhook,
         LauncherActivities(engine).list_periods_ending,
     ]
-    return Worker(
+    main = Worker(
         client,
         task_queue=task_queue,
         workflows=list(WORKFLOWS),
@@ -120,6 +198,18 @@ def build_worker(
         graceful_shutdown_timeout=SHUTDOWN_GRACE,
         max_cached_workflows=max_cached_workflows,
     )
+    edits_executor = ThreadPoolExecutor(
+        max_workers=EDIT_ACTIVITY_THREADS, thread_name_prefix="billing-edits"
+    )
+    edits = Worker(
+        client,
+        task_queue=edits_task_queue(task_queue),
+        activities=[invoices.adjust_fee, invoices.remove_adjustment, invoices.refresh_draft],
+        activity_executor=edits_executor,
+        max_concurrent_activities=EDIT_ACTIVITY_THREADS,
+        graceful_shutdown_timeout=SHUTDOWN_GRACE,
+    )
+    return BillingWorker(main, edits, edits_executor)
 
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
@@ -144,7 +234,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
             pass
     client = await connect(settings)
     # One connection per activity thread: no store activity waits for a connection.
-    engine = make_engine(settings.database_url, pool_size=ACTIVITY_THREADS)
+    engine = make_engine(settings.database_url, pool_size=ACTIVITY_THREADS + EDIT_ACTIVITY_THREADS)
     tune_garbage_collection()
     with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
         async with httpx.AsyncClient() as http:

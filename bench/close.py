@@ -66,7 +66,7 @@ from store import webhooks as store_webhooks
 from worker import (
     ACTIVITY_THREADS,
     build_worker,
-    cache_workflow_bytecode,
+    share_workflow_code,
     tune_garbage_collection,
 )
 from workflows.billing_period import BillingPeriodWorkflow
@@ -188,7 +188,7 @@ async def run_floor(
     local_store_steps: bool = False,
 ) -> dict[str, Any]:
     finish = Finish(len(subscriptions))
-    cache_workflow_bytecode([FloorPeriod])  # as build_worker does for ours
+    share_workflow_code([FloorPeriod])  # as build_worker does for ours
     shape = "local" if local_store_steps else "regular"
     task_queue = f"bench-floor-{shape}"
     worker = Worker(

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
@@ -163,6 +164,34 @@ async def test_removing_an_adjustment_restores_the_computed_fee(harness: PeriodH
     assert not fee(restored, "storage_gb").adjusted
     assert fee(restored, "storage_gb").display_name != "Disk"
     await finish(handle)
+
+
+async def test_operator_edits_run_on_the_edits_task_queue(harness: PeriodHarness) -> None:
+    """Edits have activity slots of their own: a month-end close never queues them."""
+    handle = await harness.start("sub_pro")
+    await harness.wait_for_draft(handle)
+    await handle.execute_update(
+        BillingPeriodWorkflow.edit_fee_sync,
+        EditFee(charge_code="storage_gb", mode="display_name", display_name="Disk"),
+    )
+    await handle.execute_update(
+        BillingPeriodWorkflow.remove_fee_adjustment_sync,
+        RemoveFeeAdjustment(charge_code="storage_gb"),
+    )
+    await handle.execute_update(BillingPeriodWorkflow.refresh_invoice_sync, RefreshInvoice())
+    await finish(handle)
+
+    queues: dict[str, set[str]] = {}
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            scheduled = event.activity_task_scheduled_event_attributes
+            queues.setdefault(scheduled.activity_type.name, set()).add(scheduled.task_queue.name)
+    edits = f"{harness.task_queue}-edits"
+    assert queues["adjust_fee"] == {edits}
+    assert queues["remove_adjustment"] == {edits}
+    assert queues["refresh_draft"] == {edits}
+    for close_step in ("load_period_settings", "create_draft", "finalize_invoice"):
+        assert queues[close_step] == {harness.task_queue}, close_step
 
 
 async def test_coupon_and_credits_added_in_grace_apply_only_at_finalization(
