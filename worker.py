@@ -8,7 +8,6 @@ finish (up to a grace timeout), then exit.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import importlib.abc
 import importlib.machinery
@@ -28,7 +27,7 @@ import httpx
 from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.worker import Worker, WorkerConfig
+from temporalio.worker import Worker
 
 from activities.invoices import InvoiceActivities
 from activities.launcher import LauncherActivities
@@ -37,13 +36,10 @@ from starter.settings import Settings
 from store.db import make_engine
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.launch_periods import LaunchPeriodsWorkflow
-from workflows.task_queues import edits_task_queue
 from workflows.webhook_delivery import WebhookDeliveryWorkflow
 
 __all__ = [
-    "EDIT_ACTIVITY_THREADS",
     "WORKFLOWS",
-    "BillingWorker",
     "build_worker",
     "main",
     "run_worker",
@@ -56,7 +52,6 @@ log = logging.getLogger("billing.worker")
 
 WORKFLOWS: Sequence[type] = (BillingPeriodWorkflow, WebhookDeliveryWorkflow, LaunchPeriodsWorkflow)
 ACTIVITY_THREADS = 16  # store activities are synchronous SQLAlchemy calls
-EDIT_ACTIVITY_THREADS = 2  # operators' edits of drafts, on the edits task queue
 SHUTDOWN_GRACE = timedelta(seconds=20)
 
 
@@ -126,38 +121,6 @@ def tune_garbage_collection() -> None:
     gc.freeze()
 
 
-class BillingWorker:
-    """The product's workers on one client: the periods' task queue and its edits queue.
-
-    Used like a temporalio ``Worker``: ``async with build_worker(...)`` polls both queues
-    until the block ends, then shuts both down.
-    """
-
-    def __init__(self, main: Worker, edits: Worker, edits_executor: ThreadPoolExecutor) -> None:
-        self.main = main
-        self.edits = edits
-        self._edits_executor = edits_executor
-        self._stack: contextlib.AsyncExitStack | None = None
-
-    def config(self) -> WorkerConfig:
-        """The main worker's configuration (task queue, cache size, slots)."""
-        return self.main.config()
-
-    async def __aenter__(self) -> BillingWorker:
-        async with contextlib.AsyncExitStack() as stack:
-            # Exits in reverse: both workers stop before the edits' threads go.
-            stack.callback(self._edits_executor.shutdown)
-            await stack.enter_async_context(self.main)
-            await stack.enter_async_context(self.edits)
-            self._stack = stack.pop_all()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self._stack is not None, "not entered"
-        stack, self._stack = self._stack, None
-        await stack.aclose()
-
-
 def build_worker(
     client: Client,
     engine: Engine,
@@ -166,12 +129,8 @@ def build_worker(
     task_queue: str,
     executor: ThreadPoolExecutor,
     max_cached_workflows: int = 1000,
-) -> BillingWorker:
-    """Workers with every workflow and activity of the product registered.
-
-    ``executor`` runs the main queue's activities; the edits queue has threads of its own
-    (EDIT_ACTIVITY_THREADS), so an edit never waits for one of the close's activities.
-    """
+) -> Worker:
+    """A worker with every workflow and activity of the product registered."""
     share_workflow_code()
     invoices = InvoiceActivities(engine)
     webhooks = WebhookActivities(engine, http)
@@ -188,7 +147,7 @@ def build_worker(
         webhooks.deliver_webhook,
         LauncherActivities(engine).list_periods_ending,
     ]
-    main = Worker(
+    return Worker(
         client,
         task_queue=task_queue,
         workflows=list(WORKFLOWS),
@@ -198,18 +157,6 @@ def build_worker(
         graceful_shutdown_timeout=SHUTDOWN_GRACE,
         max_cached_workflows=max_cached_workflows,
     )
-    edits_executor = ThreadPoolExecutor(
-        max_workers=EDIT_ACTIVITY_THREADS, thread_name_prefix="billing-edits"
-    )
-    edits = Worker(
-        client,
-        task_queue=edits_task_queue(task_queue),
-        activities=[invoices.adjust_fee, invoices.remove_adjustment, invoices.refresh_draft],
-        activity_executor=edits_executor,
-        max_concurrent_activities=EDIT_ACTIVITY_THREADS,
-        graceful_shutdown_timeout=SHUTDOWN_GRACE,
-    )
-    return BillingWorker(main, edits, edits_executor)
 
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
@@ -234,7 +181,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
             pass
     client = await connect(settings)
     # One connection per activity thread: no store activity waits for a connection.
-    engine = make_engine(settings.database_url, pool_size=ACTIVITY_THREADS + EDIT_ACTIVITY_THREADS)
+    engine = make_engine(settings.database_url, pool_size=ACTIVITY_THREADS)
     tune_garbage_collection()
     with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
         async with httpx.AsyncClient() as http:

@@ -20,7 +20,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from store.db import make_engine
-from worker import ACTIVITY_THREADS, EDIT_ACTIVITY_THREADS, build_worker, tune_garbage_collection
+from worker import ACTIVITY_THREADS, build_worker, tune_garbage_collection
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -38,9 +38,7 @@ async def serve(args: argparse.Namespace) -> None:
             error_if_already_set=False,
         )
     client = await Client.connect(args.address, data_converter=pydantic_data_converter)
-    engine = make_engine(  # as run_worker
-        args.database_url, pool_size=ACTIVITY_THREADS + EDIT_ACTIVITY_THREADS
-    )
+    engine = make_engine(args.database_url, pool_size=ACTIVITY_THREADS)  # as run_worker
     if not args.default_gc:
         tune_garbage_collection()  # as worker.run_worker does
     with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:

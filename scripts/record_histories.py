@@ -4,11 +4,9 @@ Runs a few complete billing periods on the time-skipping test server with the re
 activities, a SQLite database and a webhook sink, then saves each history as JSON in
 tests/workflows/histories/. Re-record (and commit) only when a change is *meant* to be
 incompatible and no period recorded with the old code is still running; see
-docs/UPGRADES.md. A new patch gets a scenario of its own, recorded alone, so the histories
-recorded before it keep guarding the old branch. Usage::
+docs/UPGRADES.md. Usage::
 
     .venv/bin/python scripts/record_histories.py
-    .venv/bin/python scripts/record_histories.py --only billing_period_edits_own_task_queue
 """
 
 from __future__ import annotations
@@ -52,17 +50,15 @@ from workflows.messages import AddUsage, EditFee, FinalizeInvoice, RefreshInvoic
 HISTORIES = ROOT / "tests" / "workflows" / "histories"
 
 
-async def finalized_with_usage_edit_and_refresh(
-    harness: PeriodHarness, subscription: str = "sub_pro"
-) -> WorkflowHandle[Any, Any]:
+async def finalized_with_usage_edit_and_refresh(harness: PeriodHarness) -> WorkflowHandle[Any, Any]:
     """Usage by update and by signal, a fee edit, a refresh, the grace timer, invoice.created."""
-    handle = await harness.start(subscription)
+    handle = await harness.start("sub_pro")
     await harness.wait_for_draft(handle)
     jan = JANUARY[0].replace(day=5)
     events = [
         UsageEvent(
             transaction_id=f"call-{i}",
-            external_subscription_id=subscription,
+            external_subscription_id="sub_pro",
             code="api_calls",
             timestamp=jan,
             properties={},
@@ -105,14 +101,8 @@ async def malformed_signals_then_finalize_now(harness: PeriodHarness) -> Workflo
     return handle
 
 
-async def edits_on_their_own_task_queue(harness: PeriodHarness) -> WorkflowHandle[Any, Any]:
-    """The same story since edits run on the edits task queue (patch edits-own-task-queue)."""
-    return await finalized_with_usage_edit_and_refresh(harness, "sub_skip_paid")
-
-
 SCENARIOS = {
     "billing_period_finalized": finalized_with_usage_edit_and_refresh,
-    "billing_period_edits_own_task_queue": edits_on_their_own_task_queue,
     "billing_period_closed_empty": empty_period_closed_under_skip,
     "billing_period_malformed_signals": malformed_signals_then_finalize_now,
 }
@@ -135,7 +125,7 @@ async def save(handle: WorkflowHandle[Any, Any], name: str) -> None:
     print(f"wrote {path.relative_to(ROOT)} ({len(history.events)} events)")
 
 
-async def main(only: list[str]) -> None:
+async def main() -> None:
     HISTORIES.mkdir(parents=True, exist_ok=True)
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
@@ -162,8 +152,6 @@ async def main(only: list[str]) -> None:
                     async with worker:
                         harness = PeriodHarness(env, engine, sink, task_queue)
                         for name, scenario in SCENARIOS.items():
-                            if only and name not in only:
-                                continue
                             handle = await scenario(harness)
                             await save(handle, name)
                             for index, child_id in enumerate(await child_workflow_ids(handle)):
@@ -177,14 +165,4 @@ async def main(only: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--only",
-        action="append",
-        default=[],
-        choices=sorted(SCENARIOS),
-        help="record only this scenario (repeatable); the others' files stay as they are",
-    )
-    asyncio.run(main(parser.parse_args().only))
+    asyncio.run(main())

@@ -30,7 +30,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy
+from temporalio.common import Priority, RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -71,7 +71,6 @@ with workflow.unsafe.imports_passed_through():
         UsageRejection,
     )
     from workflows.period_state import CarriedState, QueuedCommand, carried_state
-    from workflows.task_queues import edits_task_queue
     from workflows.webhook_delivery import WebhookDeliveryInput, WebhookDeliveryWorkflow
 
 __all__ = ["BillingPeriodWorkflow"]
@@ -86,7 +85,9 @@ STORE_RETRY_POLICY = RetryPolicy(
 MAX_EVENTS_PER_ACTIVITY = 2000  # usage signals merged into one store call, far below 2 MB
 MAX_UPDATES_PER_RUN = 1500  # Temporal allows 2,000 updates per run
 PATCH_STORE_REJECTIONS_PROMPTLY = "store-rejections-promptly"
-PATCH_EDITS_OWN_TASK_QUEUE = "edits-own-task-queue"
+# An operator waits on an edit: its activity goes ahead of a month-end close's backlog
+# (Temporal's task-queue priority; 3 is the default of every other activity).
+EDIT_PRIORITY = Priority(priority_key=1)
 KEPT_REJECTIONS = 100  # the query shows the latest ones; the database keeps all
 DAY = timedelta(days=1)
 
@@ -317,7 +318,7 @@ class BillingPeriodWorkflow:
                     invoice_id=self._invoice.id, adjustment=message.to_adjustment()
                 ),
                 summary=f"edit fee {message.charge_code} ({message.mode.value})",
-                task_queue=self._edits_task_queue(),
+                priority=EDIT_PRIORITY,
             )
         elif isinstance(message, RemoveFeeAdjustment):
             self._check_charge(message.charge_code)
@@ -327,10 +328,10 @@ class BillingPeriodWorkflow:
                     invoice_id=self._invoice.id, charge_code=message.charge_code
                 ),
                 summary=f"remove adjustment of {message.charge_code}",
-                task_queue=self._edits_task_queue(),
+                priority=EDIT_PRIORITY,
             )
         elif isinstance(message, RefreshInvoice):
-            await self._refresh(task_queue=self._edits_task_queue())
+            await self._refresh(priority=EDIT_PRIORITY)
         elif isinstance(message, FinalizeInvoice):
             self._finalize_requested = True
             return self._invoice
@@ -411,13 +412,13 @@ class BillingPeriodWorkflow:
                 self._show_details()
             self._refresh_due_at = None
 
-    async def _refresh(self, *, task_queue: str | None = None) -> None:
+    async def _refresh(self, *, priority: Priority = Priority.default) -> None:
         assert self._invoice is not None
         self._invoice = await self._store(
             InvoiceActivities.refresh_draft,
             InvoiceRef(invoice_id=self._invoice.id),
             summary="refresh draft invoice",
-            task_queue=task_queue,
+            priority=priority,
         )
         self._refresh_due_at = None
 
@@ -630,14 +631,13 @@ class BillingPeriodWorkflow:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _edits_task_queue(self) -> str | None:
-        """Where an operator's edit runs: the edits queue (periods before the patch: ours)."""
-        if workflow.patched(PATCH_EDITS_OWN_TASK_QUEUE):
-            return edits_task_queue(workflow.info().task_queue)
-        return None
-
     async def _store(
-        self, activity: Any, request: BaseModel, *, summary: str, task_queue: str | None = None
+        self,
+        activity: Any,
+        request: BaseModel,
+        *,
+        summary: str,
+        priority: Priority = Priority.default,
     ) -> Any:
         """Run a store activity; a permanent failure becomes an ``ApplicationError``.
 
@@ -652,7 +652,7 @@ class BillingPeriodWorkflow:
                 start_to_close_timeout=STORE_TIMEOUT,
                 retry_policy=STORE_RETRY_POLICY,
                 summary=summary,
-                task_queue=task_queue,
+                priority=priority,
             )
         except ActivityError as err:
             cause = err.cause

@@ -166,8 +166,11 @@ async def test_removing_an_adjustment_restores_the_computed_fee(harness: PeriodH
     await finish(handle)
 
 
-async def test_operator_edits_run_on_the_edits_task_queue(harness: PeriodHarness) -> None:
-    """Edits have activity slots of their own: a month-end close never queues them."""
+async def test_operator_edits_go_ahead_of_the_close_on_the_task_queue(
+    harness: PeriodHarness,
+) -> None:
+    """An edit's activity has the highest task-queue priority: a month-end close's backlog
+    of activities does not keep an operator waiting."""
     handle = await harness.start("sub_pro")
     await harness.wait_for_draft(handle)
     await handle.execute_update(
@@ -181,17 +184,17 @@ async def test_operator_edits_run_on_the_edits_task_queue(harness: PeriodHarness
     await handle.execute_update(BillingPeriodWorkflow.refresh_invoice_sync, RefreshInvoice())
     await finish(handle)
 
-    queues: dict[str, set[str]] = {}
+    priorities: dict[str, set[int]] = {}
     async for event in handle.fetch_history_events():
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             scheduled = event.activity_task_scheduled_event_attributes
-            queues.setdefault(scheduled.activity_type.name, set()).add(scheduled.task_queue.name)
-    edits = f"{harness.task_queue}-edits"
-    assert queues["adjust_fee"] == {edits}
-    assert queues["remove_adjustment"] == {edits}
-    assert queues["refresh_draft"] == {edits}
+            name = scheduled.activity_type.name
+            priorities.setdefault(name, set()).add(scheduled.priority.priority_key)
+    assert priorities["adjust_fee"] == {1}
+    assert priorities["remove_adjustment"] == {1}
+    assert priorities["refresh_draft"] == {1}
     for close_step in ("load_period_settings", "create_draft", "finalize_invoice"):
-        assert queues[close_step] == {harness.task_queue}, close_step
+        assert priorities[close_step] == {0}, close_step  # unset: the default, 3
 
 
 async def test_coupon_and_credits_added_in_grace_apply_only_at_finalization(

@@ -50,7 +50,6 @@ def test_histories_cover_every_workflow_and_outcome() -> None:
         "billing_period_finalized",
         "billing_period_closed_empty",
         "billing_period_malformed_signals",
-        "billing_period_edits_own_task_queue",  # recorded with the patch of that name
     } <= names
     for path in HISTORY_FILES:
         last = json.loads(path.read_text())["events"][-1]
