@@ -6,6 +6,7 @@ stopped by its pid, the PostgreSQL schema is dropped.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -15,12 +16,13 @@ import resource
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote
 
 import sqlalchemy
@@ -37,6 +39,27 @@ DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 RESULTS = Path(__file__).parent / "results"
 SECRET = "whsec_bench"
 SERVER_START_TIMEOUT = 60.0
+WORKER_STOP_TIMEOUT = 30.0
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def bench_parser(doc: str | None, smoke_help: str) -> argparse.ArgumentParser:
+    """The options every benchmark has: ``--smoke``, ``--url`` and ``--output``."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help=f"{smoke_help}, for the tests")
+    parser.add_argument("--url", default=os.environ.get("BILLING_TEST_POSTGRES_URL", DEFAULT_URL))
+    parser.add_argument("--output", type=Path, default=None)
+    return parser
+
+
+def finish(name: str, result: dict[str, Any], output: Path | None, summary: str) -> NoReturn:
+    """Write the result, print the one-line summary, exit without the SDK's exit crash."""
+    path = write_result(name, result, output)
+    print(f"{name}: {summary} -> {path}")
+    sys.stdout.flush()
+    os._exit(0)  # sdk-python issue 300: avoid the interpreter-exit crash after SDK use
 
 
 def stop_cleanly_on_sigterm() -> None:
@@ -265,6 +288,48 @@ async def _connect(address: str, process: subprocess.Popen[bytes]) -> Client:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.3)
+
+
+@contextlib.asynccontextmanager
+async def spawn_workers(
+    client: Client, url: str, task_queue: str, options: Sequence[Sequence[str]]
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """One ``bench/_worker.py`` process (``worker.build_worker``) per entry of ``options``
+    (its extra command-line options), as ``billing worker --processes N`` runs them.
+
+    Yields what each printed when it started polling (``pid``, cache size...); stops them
+    with SIGTERM on exit.
+    """
+    script = str(Path(__file__).with_name("_worker.py"))
+    address = client.service_client.config.target_host
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            script,
+            address,
+            url,
+            task_queue,
+            *extra,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        for extra in options
+    ]
+    try:
+        ready = []
+        for process in processes:
+            assert process.stdout is not None
+            ready.append(json.loads(await process.stdout.readline()))
+        yield ready
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.terminate()
+        for process in processes:
+            try:
+                await asyncio.wait_for(process.wait(), WORKER_STOP_TIMEOUT)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
 
 
 async def bounded_gather(coros: list[Any], limit: int) -> list[Any]:

@@ -27,10 +27,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,18 +39,19 @@ import httpx
 import sqlalchemy
 from _floor import FloorPeriod, floor_noop, make_done_activity
 from _stack import (
-    DEFAULT_URL,
     SECRET,
     CpuMeter,
+    bench_parser,
     bounded_gather,
     dev_server,
+    finish,
     fresh_schema,
     load_average,
     load_bench_catalog,
     machine,
     percentile,
+    spawn_workers,
     stop_cleanly_on_sigterm,
-    write_result,
 )
 from sqlalchemy import text
 from temporalio.client import Client
@@ -267,9 +267,15 @@ async def run_close(
         if worker_processes:
             # Worker processes of their own (bench/_worker.py = worker.build_worker), as
             # `billing worker --processes N` runs them; this process only starts periods.
-            pids = await stack.enter_async_context(
-                worker_subprocesses(client, url, task_queue, worker_processes)
+            ready = await stack.enter_async_context(
+                spawn_workers(
+                    client,
+                    url,
+                    task_queue,
+                    [["--metrics-port", str(METRICS_PORT + i)] for i in range(worker_processes)],
+                )
             )
+            pids = [worker["pid"] for worker in ready]
         else:
             pids = []
             http = await stack.enter_async_context(
@@ -294,38 +300,6 @@ async def run_close(
     result["worker_processes"] = worker_processes or "in the bench process"
     result["worker_max_concurrent_activities"] = ACTIVITY_THREADS
     return result
-
-
-@contextlib.asynccontextmanager
-async def worker_subprocesses(
-    client: Client, url: str, task_queue: str, count: int
-) -> AsyncIterator[list[int]]:
-    address = client.service_client.config.target_host
-    script = str(Path(__file__).with_name("_worker.py"))
-    processes = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            script,
-            address,
-            url,
-            task_queue,
-            "--metrics-port",
-            str(METRICS_PORT + index),
-            stdout=asyncio.subprocess.PIPE,
-        )
-        for index in range(count)
-    ]
-    try:
-        for process in processes:
-            assert process.stdout is not None
-            await process.stdout.readline()  # {"ready": true, ...}
-        yield [process.pid for process in processes]
-    finally:
-        for process in processes:
-            if process.returncode is None:
-                process.terminate()
-        for process in processes:
-            await process.wait()
 
 
 def run_plain_sql(
@@ -463,7 +437,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__, "20 periods")
     parser.add_argument("--periods", type=int, default=10_000)
     parser.add_argument("--events", type=int, default=3, help="usage events per period")
     parser.add_argument("--grace", type=int, default=2, help="grace period in seconds")
@@ -481,28 +455,22 @@ def main() -> None:
         action="store_true",
         help="also run the floor with four store steps as local activities (experiment)",
     )
-    parser.add_argument("--smoke", action="store_true", help="20 periods, for the tests")
-    parser.add_argument("--url", default=os.environ.get("BILLING_TEST_POSTGRES_URL", DEFAULT_URL))
-    parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     stop_cleanly_on_sigterm()
     if args.smoke:
         args.periods, args.grace, args.timeout = 20, 1, 60
     result = asyncio.run(bench(args))
-    path = write_result("close", result, args.output)
-    print(f"close: {result['close']['invoices_per_second']} invoices/s", end="")
+    summary = f"{result['close']['invoices_per_second']} invoices/s"
     if "ratio_to_floor" in result:
-        print(f", {result['ratio_to_floor']}x the orchestration floor", end="")
+        summary += f", {result['ratio_to_floor']}x the orchestration floor"
     if "ratio_to_plain_sql" in result:
-        print(f", {result['ratio_to_plain_sql']}x plain SQL", end="")
-    print(f" -> {path}")
+        summary += f", {result['ratio_to_plain_sql']}x plain SQL"
     if "extrapolated_10000_seconds" in result:
-        print(
-            f"EXTRAPOLATED (linear, not measured): 10,000 periods in "
+        summary += (
+            f"; EXTRAPOLATED (linear, not measured): 10,000 periods in "
             f"~{result['extrapolated_10000_seconds']}s"
         )
-    sys.stdout.flush()
-    os._exit(0)  # sdk-python issue 300: avoid the interpreter-exit crash after SDK use
+    finish("close", result, args.output, summary)
 
 
 if __name__ == "__main__":

@@ -17,27 +17,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
 from _stack import (
-    DEFAULT_URL,
     SECRET,
+    bench_parser,
     bounded_gather,
     dev_server,
+    finish,
     fresh_schema,
     load_average,
     load_bench_catalog,
     machine,
     percentile,
     stop_cleanly_on_sigterm,
-    write_result,
 )
 from close import JANUARY, START_CONCURRENCY, Finish, usage_events
 from temporalio.client import Client, WorkflowHandle
@@ -196,26 +193,23 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__, "20 edits, close of 20")
     parser.add_argument("--edits", type=int, default=300, help="edits per phase")
     parser.add_argument("--periods", type=int, default=5, help="drafts edited round robin")
     parser.add_argument("--close", type=int, default=1000, help="periods closed meanwhile")
     parser.add_argument("--timeout", type=float, default=900)
-    parser.add_argument("--smoke", action="store_true", help="20 edits, close of 20")
-    parser.add_argument("--url", default=os.environ.get("BILLING_TEST_POSTGRES_URL", DEFAULT_URL))
-    parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     stop_cleanly_on_sigterm()
     if args.smoke:
         args.edits, args.periods, args.close, args.timeout = 20, 2, 20, 60
     result = asyncio.run(bench(args))
-    path = write_result("fee_edit", result, args.output)
-    print(
-        f"fee_edit: p99 {result['idle']['p99_ms']} ms idle, "
-        f"{result['during_close']['p99_ms']} ms during a close -> {path}"
+    finish(
+        "fee_edit",
+        result,
+        args.output,
+        f"p99 {result['idle']['p99_ms']} ms idle, "
+        f"{result['during_close']['p99_ms']} ms during a close",
     )
-    sys.stdout.flush()
-    os._exit(0)  # sdk-python issue 300: avoid the interpreter-exit crash after SDK use
 
 
 if __name__ == "__main__":

@@ -23,26 +23,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import sqlalchemy
 from _stack import (
-    DEFAULT_URL,
+    bench_parser,
     bounded_gather,
     dev_server,
+    finish,
     fresh_schema,
     load_average,
     load_bench_catalog,
     machine,
     stop_cleanly_on_sigterm,
-    write_result,
 )
 from sqlalchemy import text
 from temporalio.client import Client, WorkflowHandle
@@ -278,27 +275,23 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__, "2,000 events")
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--periods", type=int, default=10)
     parser.add_argument("--timeout", type=float, default=600)
-    parser.add_argument("--smoke", action="store_true", help="2,000 events, for the tests")
-    parser.add_argument("--url", default=os.environ.get("BILLING_TEST_POSTGRES_URL", DEFAULT_URL))
-    parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     stop_cleanly_on_sigterm()
     if args.smoke:
         args.events, args.periods, args.timeout = 2_000, 2, 60
     result = asyncio.run(bench(args))
-    path = write_result("ingest", result, args.output)
-    print(
-        f"ingest: signals {result['signals']['events_per_second']:,} events/s, direct "
+    finish(
+        "ingest",
+        result,
+        args.output,
+        f"signals {result['signals']['events_per_second']:,} events/s, direct "
         f"{result['direct']['events_per_second']:,} events/s, ratio {result['ratio_to_direct']}; "
-        f"replays added {result['signals']['replay_added']} / {result['direct']['replay_added']} "
-        f"-> {path}"
+        f"replays added {result['signals']['replay_added']} / {result['direct']['replay_added']}",
     )
-    sys.stdout.flush()
-    os._exit(0)  # sdk-python issue 300: avoid the interpreter-exit crash after SDK use
 
 
 if __name__ == "__main__":

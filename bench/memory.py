@@ -23,24 +23,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy
 from _stack import (
-    DEFAULT_URL,
+    bench_parser,
     bounded_gather,
     dev_server,
+    finish,
     fresh_schema,
     load_average,
     load_bench_catalog,
     machine,
     rss_kib,
+    spawn_workers,
     stop_cleanly_on_sigterm,
     write_result,
 )
@@ -230,21 +227,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         engine = load_bench_catalog(url, subscriptions, "http://127.0.0.1:9/unused")
         try:
             async with dev_server() as client:
-                command = [
-                    sys.executable,
-                    str(Path(__file__).with_name("_worker.py")),
-                    client.service_client.config.target_host,
-                    url,
-                    TASK_QUEUE,
-                ]
+                options = []
                 if args.max_cached_workflows is not None:
-                    command += ["--max-cached-workflows", str(args.max_cached_workflows)]
+                    options += ["--max-cached-workflows", str(args.max_cached_workflows)]
                 if args.default_gc:
-                    command.append("--default-gc")
-                worker = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-                try:
-                    assert worker.stdout is not None
-                    ready = json.loads(await asyncio.to_thread(worker.stdout.readline))
+                    options.append("--default-gc")
+                async with spawn_workers(client, url, TASK_QUEUE, [options]) as (ready,):
                     result["worker"] = ready
                     print(
                         f"  worker pid {ready['pid']}: max_cached_workflows "
@@ -255,20 +243,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     result["memory"] = await measure_memory(client, engine, ready["pid"], args)
                     write_result("memory", result, args.output)  # kept if the rest fails
                     result["history"] = await measure_history(client, engine, args)
-                finally:
-                    worker.terminate()
-                    try:
-                        worker.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        worker.kill()
-                        worker.wait(timeout=5)
         finally:
             engine.dispose()
     return result
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = bench_parser(__doc__, "20 periods, 5,000 events")
     parser.add_argument("--sizes", default="1000,10000", help="open periods, comma separated")
     parser.add_argument("--events", type=int, default=100_000, help="usage events for history")
     parser.add_argument("--max-cached-workflows", type=int, default=None)
@@ -284,28 +265,22 @@ def main() -> None:
     )
     parser.add_argument("--stall", type=float, default=60, help="seconds without progress")
     parser.add_argument("--settle", type=float, default=SETTLE_SECONDS, help="seconds before RSS")
-    parser.add_argument("--smoke", action="store_true", help="20 periods, 5,000 events")
-    parser.add_argument("--url", default=os.environ.get("BILLING_TEST_POSTGRES_URL", DEFAULT_URL))
-    parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     stop_cleanly_on_sigterm()
     args.sizes = sorted(int(s) for s in args.sizes.split(","))
     if args.smoke:
         args.sizes, args.events, args.timeout, args.settle = [10, 20], 5_000, 60, 1.0
     result = asyncio.run(bench(args))
-    path = write_result("memory", result, args.output)
     points = result["memory"]["points"]
-    print(
-        "memory: "
-        + ", ".join(
-            f"{p['kib_per_open_period']} KiB/period at {p['open_periods']:,}" for p in points
-        )
+    finish(
+        "memory",
+        result,
+        args.output,
+        ", ".join(f"{p['kib_per_open_period']} KiB/period at {p['open_periods']:,}" for p in points)
         + f" (cache {result['worker']['max_cached_workflows']}); history "
         f"{result['history']['current_run_history_events']} events in the current run, "
-        f"{result['history']['runs']} run(s), stalled {result['history']['stalled']} -> {path}"
+        f"{result['history']['runs']} run(s), stalled {result['history']['stalled']}",
     )
-    sys.stdout.flush()
-    os._exit(0)  # sdk-python issue 300: avoid the interpreter-exit crash after SDK use
 
 
 if __name__ == "__main__":
