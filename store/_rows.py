@@ -199,19 +199,30 @@ def load_plan(session: Session, plan_code: str) -> Plan:
 
 
 def load_context(session: Session, subscription_external_id: str) -> BillingContext:
-    """The billing context of a subscription, read inside the caller's transaction."""
-    subscription = session.get(SubscriptionRow, subscription_external_id)
-    if subscription is None:
+    """The billing context of a subscription, read inside the caller's transaction.
+
+    Two statements (every store activity loads it, so round trips count): the
+    subscription with its customer, billing entity and plan; then the plan's charges
+    with their billable metrics.
+    """
+    found = session.execute(
+        select(SubscriptionRow, CustomerRow, BillingEntityRow, PlanRow)
+        .join(CustomerRow, CustomerRow.external_id == SubscriptionRow.customer_external_id)
+        .join(BillingEntityRow, BillingEntityRow.code == CustomerRow.billing_entity_code)
+        .join(PlanRow, PlanRow.code == SubscriptionRow.plan_code)
+        .where(SubscriptionRow.external_id == subscription_external_id)
+    ).one_or_none()
+    if found is None:
         raise NotFound(f"subscription {subscription_external_id!r} does not exist")
-    customer_row = session.get(CustomerRow, subscription.customer_external_id)
-    assert customer_row is not None  # foreign key
-    entity_row = session.get(BillingEntityRow, customer_row.billing_entity_code)
-    assert entity_row is not None  # foreign key
-    plan = load_plan(session, subscription.plan_code)
-    metric_codes = {charge.billable_metric_code for charge in plan.charges}
-    metrics = session.scalars(
-        select(BillableMetricRow).where(BillableMetricRow.code.in_(metric_codes))
+    subscription, customer_row, entity_row, plan_row = found
+    charged = session.execute(
+        select(ChargeRow, BillableMetricRow)
+        .join(BillableMetricRow, BillableMetricRow.code == ChargeRow.billable_metric_code)
+        .where(ChargeRow.plan_code == plan_row.code)
+        .order_by(ChargeRow.position)
     ).all()
+    plan = plan_model(plan_row, [charge for charge, _ in charged])
+    metrics = {metric.code: metric for _, metric in charged}.values()
     customer = customer_model(customer_row)
     entity = entity_model(entity_row)
     grace = customer.grace_period_days

@@ -242,8 +242,12 @@ def _write_fees(session: Session, invoice_id: str, fees: Sequence[Fee]) -> None:
         )
 
 
-def _recompute_draft(session: Session, row: InvoiceRow) -> Invoice:
-    context = load_context(session, row.subscription_external_id)
+def _recompute_draft(
+    session: Session, row: InvoiceRow, context: BillingContext | None = None
+) -> Invoice:
+    """Recompute a draft's fees and totals; ``context`` when the caller has loaded it."""
+    if context is None:
+        context = load_context(session, row.subscription_external_id)
     fees = _compute(session, context, row.id, row.period_start, row.period_end)
     rate = tax_rate(context.customer, context.billing_entity)
     totals = draft_totals(fees, rate, context.currency)
@@ -393,7 +397,7 @@ def create_draft(
         row = _reload(session, invoice_id)
         if not inserted:  # created concurrently by another attempt
             return _invoice_model(session, row)
-        return _recompute_draft(session, row)
+        return _recompute_draft(session, row, context)
 
 
 def refresh_draft(engine: Engine, invoice_id: str) -> Invoice:
@@ -435,7 +439,7 @@ def adjust_fee(engine: Engine, invoice_id: str, adjustment: AdjustedFee) -> Invo
             ),
             [values],
         )
-        return _recompute_draft(session, row)
+        return _recompute_draft(session, row, context)
 
 
 def remove_adjustment(engine: Engine, invoice_id: str, charge_code: str) -> Invoice:
