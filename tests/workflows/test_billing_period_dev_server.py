@@ -33,8 +33,9 @@ async def test_full_period_is_visible_to_list_queries(
     async with WebhookSink(secret=SECRET) as sink:
         load_catalog(engine, period_catalog(sink.url, suffix))
         with ThreadPoolExecutor(max_workers=4) as executor:
-            async with httpx.AsyncClient() as http, build_worker(
-                client, engine, http, task_queue=task_queue, executor=executor
+            async with (
+                httpx.AsyncClient() as http,
+                build_worker(client, engine, http, task_queue=task_queue, executor=executor),
             ):
                 handle = await start_period(
                     client,
