@@ -85,6 +85,7 @@ STORE_RETRY_POLICY = RetryPolicy(
 MAX_EVENTS_PER_ACTIVITY = 2000  # usage signals merged into one store call, far below 2 MB
 MAX_UPDATES_PER_RUN = 1500  # Temporal allows 2,000 updates per run
 PATCH_STORE_REJECTIONS_PROMPTLY = "store-rejections-promptly"
+PATCH_INPUTS_BEFORE_DEADLINE = "apply-inputs-received-before-deadline"
 # An operator waits on an edit: its activity goes ahead of a month-end close's backlog
 # (Temporal's task-queue priority; 3 is the default of every other activity).
 EDIT_PRIORITY = Priority(priority_key=1)
@@ -170,6 +171,8 @@ class BillingPeriodWorkflow:
         while True:
             await self._apply_queued_commands()
             await self._refresh_when_due()
+            if self._inputs_received_before(deadline()):
+                continue
             now = workflow.now()
             if now >= deadline() or (self._finalize_requested and self._phase == PeriodPhase.DRAFT):
                 return True
@@ -190,6 +193,17 @@ class BillingPeriodWorkflow:
                     timeout=max(wake_at - now, timedelta(milliseconds=1)),
                     timeout_summary=f"{self._phase.value} until {wake_at.isoformat()}",
                 )
+
+    def _inputs_received_before(self, deadline: datetime) -> bool:
+        """Whether inputs that arrived before ``deadline`` wait in the queue.
+
+        They arrive while a refresh runs. Applied before the deadline is checked, so that
+        usage received inside the grace period is billed even when the grace period ended
+        during the refresh; runs before the patch finalized first and refused it.
+        """
+        if not any(command.received_at < deadline for command in self._queue):
+            return False
+        return workflow.patched(PATCH_INPUTS_BEFORE_DEADLINE)
 
     def _grace_deadline(self) -> datetime:
         assert self._grace_ends_at is not None

@@ -4,13 +4,18 @@ database (SQLite and PostgreSQL) and a real HTTP webhook receiver."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
+import sqlalchemy
+from sqlalchemy import text
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
@@ -195,6 +200,79 @@ async def test_operator_edits_go_ahead_of_the_close_on_the_task_queue(
     assert priorities["refresh_draft"] == {1}
     for close_step in ("load_period_settings", "create_draft", "finalize_invoice"):
         assert priorities[close_step] == {0}, close_step  # unset: the default, 3
+
+
+@contextlib.contextmanager
+def draft_locked(engine: sqlalchemy.Engine, invoice_id: str) -> Iterator[None]:
+    """Hold the draft's row lock (on SQLite, the database's write lock) for the block, so
+    a refresh of the draft waits until it ends."""
+    with engine.begin() as connection:
+        lock = " FOR UPDATE" if engine.dialect.name == "postgresql" else ""
+        connection.execute(
+            text(f"SELECT id FROM invoices WHERE id = :id{lock}"), {"id": invoice_id}
+        )
+        yield
+
+
+async def wait_for_history(
+    handle: WorkflowHandle[Any, Any], predicate: Callable[[list[HistoryEvent]], bool]
+) -> None:
+    deadline = asyncio.get_running_loop().time() + 30
+    while not predicate([event async for event in handle.fetch_history_events()]):
+        assert asyncio.get_running_loop().time() < deadline, "history condition not reached"
+        await asyncio.sleep(0.05)
+
+
+async def test_usage_received_in_grace_is_billed_when_the_grace_ends_during_a_refresh(
+    harness: PeriodHarness,
+) -> None:
+    """A usage batch that arrives inside the grace period while the draft is being
+    refreshed is billed, even when the grace period ends before the refresh does (it
+    used to be refused as late: "invoice ... is finalized")."""
+    # The refresh comes 60 s after the usage; the grace period ends 10 s after that. Time
+    # skips up to the refresh, then runs on the clock while the refresh waits on the lock.
+    handle = await harness.start("sub_pro", grace_period_seconds=70, refresh_debounce_seconds=60)
+    draft = await harness.wait_for_draft(handle)
+    assert draft.invoice is not None
+    jan = datetime(2026, 1, 5, tzinfo=UTC)
+    await handle.signal(
+        BillingPeriodWorkflow.add_usage, AddUsage(events=[harness.event("in-1", "api_calls", jan)])
+    )
+    await harness.wait_for(handle, lambda v: v.events_accepted == 1)  # refresh due in 60 s
+
+    def scheduled(name: str) -> Callable[[list[HistoryEvent]], bool]:
+        return lambda events: any(
+            e.activity_task_scheduled_event_attributes.activity_type.name == name for e in events
+        )
+
+    with draft_locked(harness.engine, draft.invoice.id):
+        await harness.env.sleep(61)  # the refresh starts and waits on the lock
+        await wait_for_history(handle, scheduled("refresh_draft"))
+        await handle.signal(
+            BillingPeriodWorkflow.add_usage,
+            AddUsage(events=[harness.event("in-2", "api_calls", jan)]),
+        )
+
+        def delivered(events: list[HistoryEvent]) -> bool:  # the workflow has seen it
+            signaled = [
+                i
+                for i, e in enumerate(events)
+                if e.HasField("workflow_execution_signaled_event_attributes")
+            ]
+            return len(signaled) == 2 and any(
+                e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+                for e in events[signaled[-1] :]
+            )
+
+        await wait_for_history(handle, delivered)
+        assert draft.grace_period_ends_at is not None
+        while await harness.env.get_current_time() <= draft.grace_period_ends_at:
+            await asyncio.sleep(0.2)  # the grace period ends while the refresh waits
+    final = await harness.latest(handle).result()
+
+    assert final.status == InvoiceStatus.FINALIZED
+    assert fee(final, "api_calls").units == 2
+    assert list_rejections(harness.engine, source=handle.id) == []
 
 
 async def test_coupon_and_credits_added_in_grace_apply_only_at_finalization(
