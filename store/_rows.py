@@ -188,16 +188,6 @@ def applied_coupon_model(row: AppliedCouponRow) -> AppliedCoupon:
     )
 
 
-def load_plan(session: Session, plan_code: str) -> Plan:
-    plan = session.get(PlanRow, plan_code)
-    if plan is None:
-        raise NotFound(f"plan {plan_code!r} does not exist")
-    charges = session.scalars(
-        select(ChargeRow).where(ChargeRow.plan_code == plan_code).order_by(ChargeRow.position)
-    ).all()
-    return plan_model(plan, charges)
-
-
 def load_context(session: Session, subscription_external_id: str) -> BillingContext:
     """The billing context of a subscription, read inside the caller's transaction.
 
