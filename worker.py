@@ -41,6 +41,7 @@ from workflows.webhook_delivery import WebhookDeliveryWorkflow
 __all__ = [
     "WORKFLOWS",
     "build_worker",
+    "expose_metrics",
     "main",
     "run_worker",
     "run_workers",
@@ -109,6 +110,14 @@ def share_workflow_code(workflow_classes: Sequence[type] = WORKFLOWS) -> None:
             installed.packages |= packages
 
 
+def expose_metrics(bind_address: str) -> None:
+    """Serve the SDK's Prometheus metrics of every worker in this process at ``bind_address``."""
+    Runtime.set_default(
+        Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=bind_address))),
+        error_if_already_set=False,
+    )
+
+
 def tune_garbage_collection() -> None:
     """Keep the objects loaded at start-up out of every later full collection.
 
@@ -164,14 +173,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
     from starter.temporal import connect  # the CLI imports this module; keep start-up light
 
     if settings.metrics_port:
-        Runtime.set_default(
-            Runtime(
-                telemetry=TelemetryConfig(
-                    metrics=PrometheusConfig(bind_address=f"0.0.0.0:{settings.metrics_port}")
-                )
-            ),
-            error_if_already_set=False,
-        )
+        expose_metrics(f"0.0.0.0:{settings.metrics_port}")
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

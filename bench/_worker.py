@@ -17,10 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from store.db import make_engine
-from worker import ACTIVITY_THREADS, build_worker, tune_garbage_collection
+from worker import ACTIVITY_THREADS, build_worker, expose_metrics, tune_garbage_collection
 
 
 async def serve(args: argparse.Namespace) -> None:
@@ -29,14 +28,7 @@ async def serve(args: argparse.Namespace) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     if args.metrics_port:
-        Runtime.set_default(
-            Runtime(
-                telemetry=TelemetryConfig(
-                    metrics=PrometheusConfig(bind_address=f"127.0.0.1:{args.metrics_port}")
-                )
-            ),
-            error_if_already_set=False,
-        )
+        expose_metrics(f"127.0.0.1:{args.metrics_port}")
     client = await Client.connect(args.address, data_converter=pydantic_data_converter)
     engine = make_engine(args.database_url, pool_size=ACTIVITY_THREADS)  # as run_worker
     if not args.default_gc:
