@@ -197,9 +197,9 @@ class BillingPeriodWorkflow:
     def _inputs_received_before(self, deadline: datetime) -> bool:
         """Whether inputs that arrived before ``deadline`` wait in the queue.
 
-        They arrive while a refresh runs. Applied before the deadline is checked, so that
-        usage received inside the grace period is billed even when the grace period ended
-        during the refresh; runs before the patch finalized first and refused it.
+        They arrive while a refresh or a rejection record runs. Applied before the deadline
+        is checked, so that usage received inside the grace period is billed even when the
+        grace period ended meanwhile; runs before the patch finalized first and refused it.
         """
         if not any(command.received_at < deadline for command in self._queue):
             return False
