@@ -35,6 +35,7 @@ __all__ = [
     "CouponFrequency",
     "CouponType",
     "Customer",
+    "DeliveryStatus",
     "Fee",
     "FeeKind",
     "FinalizeZeroAmount",
@@ -42,9 +43,11 @@ __all__ = [
     "InvoiceStatus",
     "Plan",
     "PlanInterval",
+    "RejectedEvent",
     "RoundingFunction",
     "Subscription",
     "UsageEvent",
+    "UsageReceipt",
     "Wallet",
 ]
 
@@ -293,6 +296,22 @@ class UsageEvent(_Value):
         return value
 
 
+class RejectedEvent(_Value):
+    """A usage event that was not billed, with the reason a sender and an operator read."""
+
+    transaction_id: str
+    code: str
+    reason: str
+
+
+class UsageReceipt(_Value):
+    """What recording one batch of usage did: new events, copies of known ones, refusals."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[RejectedEvent] = Field(default_factory=list)
+
+
 class ChargeUsage(_Value):
     """A charge's usage over one period, as the store aggregates it.
 
@@ -348,8 +367,12 @@ class Fee(_Value):
     precise_taxes_amount: Decimal = Decimal("0")
 
 
+DeliveryStatus = Literal["pending", "retrying", "succeeded", "failed"]
+"""Where a webhook delivery stands: every attempt is logged, a failed one can be retried."""
+
+
 class Invoice(_Value):
-    """The invoice JSON of DESIGN.md section 6, and the workflow's current view."""
+    """The invoice JSON (docs/architecture.md, "Invoice JSON"), and the workflow's view."""
 
     id: str
     number: str

@@ -9,6 +9,7 @@ MODULES = [
     "billing.aggregations",
     "billing.charge_models",
     "billing.money",
+    "billing.plans",
     "billing.pricing",
     "billing.signature",
 ]
