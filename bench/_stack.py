@@ -32,7 +32,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from starter.binaries import temporal_cli
 from starter.temporal import dev_server_search_attribute_flags
-from store.catalog import load_catalog
+from services.catalog import load_catalog
 from store.db import make_engine, upgrade
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

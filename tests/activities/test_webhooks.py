@@ -26,7 +26,7 @@ from activities.webhooks import (
 )
 from billing.signature import verify_signature
 from starter.webhook_sink import WebhookSink
-from store.webhooks import get_delivery, list_deliveries
+from services.webhooks import get_delivery, list_deliveries
 from tests.activities.webhook_support import SECRET, finalized_delivery
 
 HOUR = timedelta(hours=1)

@@ -28,7 +28,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from starter.webhook_sink import WebhookSink
-from store.catalog import load_catalog
+from services.catalog import load_catalog
 from store.db import make_engine, upgrade
 from worker import build_worker
 

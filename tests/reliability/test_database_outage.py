@@ -19,8 +19,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from billing.models import InvoiceStatus
 from store.db import make_engine, upgrade
-from store.invoices import list_invoices
-from store.webhooks import list_deliveries
+from services.invoices import list_invoices
+from services.webhooks import list_deliveries
 from tests.reliability.support import counts, free_port, module_harness
 from tests.workflows.period_support import workflow_task_failures
 from workflows.billing_period import BillingPeriodWorkflow

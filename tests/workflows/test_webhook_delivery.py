@@ -18,7 +18,7 @@ from temporalio.worker import Worker
 from activities.webhooks import DeliveryResult, WebhookActivities
 from starter.webhook_sink import WebhookSink
 from starter.webhooks import retry_delivery
-from store.webhooks import get_delivery, list_deliveries
+from services.webhooks import get_delivery, list_deliveries
 from tests.activities.webhook_support import SECRET, finalized_delivery
 from workflows.webhook_delivery import (
     WebhookDeliveryInput,
