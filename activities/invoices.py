@@ -163,9 +163,7 @@ class InvoiceActivities:
     @activity.defn(name="remove_adjustment")
     @_permanent_domain_errors
     def remove_fee_adjustment(self, request: RemoveFeeAdjustmentRequest) -> Invoice:
-        return invoices.remove_fee_adjustment(
-            self._engine, request.invoice_id, request.charge_code
-        )
+        return invoices.remove_fee_adjustment(self._engine, request.invoice_id, request.charge_code)
 
     # Transitional: workflows/ and worker.py still use the old name until they switch.
     remove_adjustment = remove_fee_adjustment

@@ -45,8 +45,8 @@ from sqlalchemy import text
 from temporalio.client import Client, WorkflowHandle
 
 from billing.models import UsageEvent
-from starter.periods import start_period
 from services.usage import record_usage
+from starter.periods import start_period
 from worker import ACTIVITY_THREADS, build_worker, tune_garbage_collection
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.messages import MAX_USAGE_BATCH, AddUsage, BillingPeriodInput, PeriodView

@@ -26,8 +26,8 @@ import sqlalchemy
 from sqlalchemy import text
 
 from services.catalog import load_catalog
-from store.db import make_engine, upgrade
 from services.invoices import create_draft, refresh_draft
+from store.db import make_engine, upgrade
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SCHEMA = "bench_refresh_draft"

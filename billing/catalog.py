@@ -249,9 +249,12 @@ def references(catalog: Catalog) -> CatalogReferences:
             | {w.customer_external_id for w in catalog.wallets}
         )
         - {c.external_id for c in catalog.customers},
-        billable_metrics=frozenset(ch.billable_metric_code for p in catalog.plans for ch in p.charges)
+        billable_metrics=frozenset(
+            ch.billable_metric_code for p in catalog.plans for ch in p.charges
+        )
         - {m.code for m in catalog.billable_metrics},
-        plans=frozenset(s.plan_code for s in catalog.subscriptions) - {p.code for p in catalog.plans},
+        plans=frozenset(s.plan_code for s in catalog.subscriptions)
+        - {p.code for p in catalog.plans},
         coupons=frozenset(a.coupon_code for a in catalog.applied_coupons)
         - {c.code for c in catalog.coupons},
     )

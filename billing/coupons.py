@@ -50,6 +50,8 @@ def apply_coupon(
         frequency_duration_remaining=coupon.frequency_duration
         if coupon.frequency == CouponFrequency.RECURRING
         else None,
-        amount_cents_remaining=amount if fixed and coupon.frequency == CouponFrequency.ONCE else None,
+        amount_cents_remaining=amount
+        if fixed and coupon.frequency == CouponFrequency.ONCE
+        else None,
         status="active",
     )

@@ -102,9 +102,7 @@ class CouponRepository:
         )
         return int(balance or 0)
 
-    def top_up(
-        self, customer_external_id: str, amount_cents: int, transaction_id: str
-    ) -> Wallet:
+    def top_up(self, customer_external_id: str, amount_cents: int, transaction_id: str) -> Wallet:
         """Add credits (opening the wallet if needed); idempotent on ``transaction_id``."""
         session = self._session
         now = utcnow()

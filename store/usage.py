@@ -88,8 +88,6 @@ def _insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> int:
     return len(session.connection().execute(statement, list(rows)).all())
 
 
-
-
 def _in_period(
     subscription_external_id: str, period_start: datetime, period_end: datetime
 ) -> list[ColumnElement[bool]]:

@@ -27,8 +27,8 @@ import yaml
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from starter.webhook_sink import WebhookSink
 from services.catalog import load_catalog
+from starter.webhook_sink import WebhookSink
 from store.db import make_engine, upgrade
 from worker import build_worker
 

@@ -110,7 +110,9 @@ def test_adjustments_survive_refresh_and_can_be_removed(catalog_engine: Engine) 
     assert (storage.amount_cents, storage.adjusted) == (5_000, False)  # 500 GB x $0.10
     assert list_adjustments(catalog_engine, draft.id) == []
 
-    with pytest.raises(UnknownCharge, match="charge 'seats' is not part of this subscription's plan"):
+    with pytest.raises(
+        UnknownCharge, match="charge 'seats' is not part of this subscription's plan"
+    ):
         adjust_fee(
             catalog_engine,
             draft.id,
