@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from billing.aggregations import to_decimal
 from billing.errors import InvalidEventValue
 from billing.models import (
@@ -24,7 +26,6 @@ from billing.models import (
     BillingContext,
     RejectedEvent,
     UsageEvent,
-    _Value,
 )
 from billing.periods import billing_period, describe_period
 
@@ -33,8 +34,10 @@ __all__ = ["TEXT_VALUE_MAX_LENGTH", "AcceptedEvent", "accept_event"]
 TEXT_VALUE_MAX_LENGTH = 500
 
 
-class AcceptedEvent(_Value):
+class AcceptedEvent(BaseModel):
     """An event accepted into a period, with the value its metric aggregates."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     event: UsageEvent
     number_value: Decimal | None = None
