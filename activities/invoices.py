@@ -1,7 +1,7 @@
-"""Invoice activities: each one unit of work in the store, idempotent on its business key.
+"""Invoice activities: each method calls one operation of :mod:`services`.
 
-Temporal may run an activity more than once, so every method relies on the store's
-business keys (subscription + period for the invoice, transaction id for events, delivery
+Temporal may run an activity more than once, so every operation is idempotent on its
+business key (subscription + period for the invoice, transaction id for events, delivery
 id for webhooks). Domain errors are permanent: they become non-retryable
 ``ApplicationError`` s whose type is the error's class name, so the workflow can tell the
 caller what was wrong. Anything else (a dropped connection, a lock timeout) is retried.
@@ -20,9 +20,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from billing.errors import BillingError
-from billing.models import AdjustedFee, Invoice, UsageEvent
-from billing.periods import describe_period
-from store import catalog, invoices, usage
+from billing.models import AdjustedFee, Invoice, UsageEvent, UsageReceipt
+from services import invoices, periods, rejections, usage
+from services.periods import PeriodSettings
 
 __all__ = [
     "CreateDraftRequest",
@@ -35,8 +35,7 @@ __all__ = [
     "PeriodSettingsRequest",
     "RecordRejectionRequest",
     "RecordUsageRequest",
-    "RecordUsageResult",
-    "RemoveAdjustmentRequest",
+    "RemoveFeeAdjustmentRequest",
 ]
 
 P = ParamSpec("P")
@@ -53,35 +52,11 @@ class PeriodSettingsRequest(_Request):
     period_end: datetime
 
 
-class PeriodSettings(_Request):
-    """What the workflow needs to know about its customer, read once per period."""
-
-    customer_external_id: str
-    billing_entity_code: str
-    currency: str
-    timezone: str
-    grace_period_days: int
-    period_label: str
-    charge_codes: list[str] = []
-
-
 class RecordUsageRequest(_Request):
     subscription_external_id: str
     period_start: datetime
     period_end: datetime
     events: list[UsageEvent]
-
-
-class RejectedUsage(_Request):
-    transaction_id: str
-    code: str
-    reason: str
-
-
-class RecordUsageResult(_Request):
-    accepted: int
-    duplicates: int
-    rejected: list[RejectedUsage]
 
 
 class CreateDraftRequest(_Request):
@@ -99,7 +74,7 @@ class FeeAdjustmentRequest(_Request):
     adjustment: AdjustedFee
 
 
-class RemoveAdjustmentRequest(_Request):
+class RemoveFeeAdjustmentRequest(_Request):
     invoice_id: str
     charge_code: str
 
@@ -145,36 +120,19 @@ class InvoiceActivities:
     @activity.defn
     @_permanent_domain_errors
     def load_period_settings(self, request: PeriodSettingsRequest) -> PeriodSettings:
-        context = catalog.get_billing_context(self._engine, request.subscription_external_id)
-        return PeriodSettings(
-            customer_external_id=context.customer.external_id,
-            billing_entity_code=context.billing_entity.code,
-            currency=context.currency,
-            timezone=context.timezone,
-            grace_period_days=context.grace_period_days,
-            period_label=describe_period(
-                request.period_start, request.period_end, context.timezone
-            ),
-            charge_codes=[charge.code for charge in context.plan.charges],
+        return periods.load_period_settings(
+            self._engine, request.subscription_external_id, request.period_start, request.period_end
         )
 
     @activity.defn
     @_permanent_domain_errors
-    def record_usage(self, request: RecordUsageRequest) -> RecordUsageResult:
-        result = usage.record_usage(
+    def record_usage(self, request: RecordUsageRequest) -> UsageReceipt:
+        return usage.record_usage(
             self._engine,
             request.subscription_external_id,
             request.period_start,
             request.period_end,
             request.events,
-        )
-        return RecordUsageResult(
-            accepted=result.accepted,
-            duplicates=result.duplicates,
-            rejected=[
-                RejectedUsage(transaction_id=r.transaction_id, code=r.code, reason=r.reason)
-                for r in result.rejected
-            ],
         )
 
     @activity.defn
@@ -202,10 +160,13 @@ class InvoiceActivities:
     def adjust_fee(self, request: FeeAdjustmentRequest) -> Invoice:
         return invoices.adjust_fee(self._engine, request.invoice_id, request.adjustment)
 
-    @activity.defn
+    @activity.defn(name="remove_adjustment")
     @_permanent_domain_errors
-    def remove_adjustment(self, request: RemoveAdjustmentRequest) -> Invoice:
-        return invoices.remove_adjustment(self._engine, request.invoice_id, request.charge_code)
+    def remove_fee_adjustment(self, request: RemoveFeeAdjustmentRequest) -> Invoice:
+        return invoices.remove_fee_adjustment(self._engine, request.invoice_id, request.charge_code)
+
+    # Transitional: workflows/ and worker.py still use the old name until they switch.
+    remove_adjustment = remove_fee_adjustment
 
     @activity.defn
     @_permanent_domain_errors
@@ -216,7 +177,7 @@ class InvoiceActivities:
     @activity.defn
     @_permanent_domain_errors
     def record_rejection(self, request: RecordRejectionRequest) -> None:
-        usage.record_rejected_input(
+        rejections.record_rejected_input(
             self._engine,
             key=request.key,
             source=request.source,
@@ -225,3 +186,8 @@ class InvoiceActivities:
             reason=request.reason,
             subscription_external_id=request.subscription_external_id,
         )
+
+
+# Transitional: workflows/ imports these names until it switches to the new ones.
+RecordUsageResult = UsageReceipt
+RemoveAdjustmentRequest = RemoveFeeAdjustmentRequest

@@ -15,8 +15,8 @@ from temporalio import activity
 
 from billing.models import InvoiceStatus
 from billing.periods import billing_period, describe_period
-from store.catalog import get_billing_context, list_subscriptions
-from store.invoices import find_invoice
+from services.catalog import get_billing_context, list_subscriptions
+from services.invoices import find_invoice
 
 __all__ = ["LauncherActivities", "PeriodToLaunch", "PeriodsEndingRequest"]
 

@@ -1,9 +1,9 @@
-"""Webhook delivery: one signed HTTP attempt per activity attempt (DESIGN.md section 4).
+"""Webhook delivery: one signed HTTP attempt per activity attempt.
 
 The finalization writes an outbox row (a *delivery*) in the same transaction that
 finalizes the invoice; :meth:`WebhookActivities.deliver_webhook` sends it. Temporal does
 the retrying: every activity attempt makes exactly one HTTP request, records it in the
-delivery log (``store.webhooks.record_attempt``) and then either
+delivery log (``services.webhooks.record_attempt``) and then either
 
 - returns ``DeliveryResult(status="succeeded")`` on a 2xx answer,
 - raises a retryable ``ApplicationError`` of type ``WebhookDeliveryFailed`` (the log
@@ -48,7 +48,7 @@ from temporalio.exceptions import ApplicationError
 
 from billing.errors import NotFound
 from billing.signature import sign
-from store import webhooks as delivery_log
+from services import webhooks as delivery_log
 
 __all__ = [
     "HEADER_ID",

@@ -59,10 +59,10 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
 from billing.models import UsageEvent
+from services import invoices as store_invoices
+from services import usage as store_usage
+from services import webhooks as store_webhooks
 from starter.periods import period_workflow_id
-from store import invoices as store_invoices
-from store import usage as store_usage
-from store import webhooks as store_webhooks
 from worker import (
     ACTIVITY_THREADS,
     build_worker,

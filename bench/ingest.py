@@ -8,7 +8,7 @@ Against an embedded dev server and a fresh PostgreSQL schema, with one in-proces
    activity of up to 2,000 events; dedup on (subscription, transaction id)).
 2. **replay**: the same signals again; once every period has counted them as duplicates
    the table must hold the same E rows (asserted).
-3. **direct**: the same events for other subscriptions through ``store.usage.record_usage``
+3. **direct**: the same events for other subscriptions through ``services.usage.record_usage``
    in batches of 1,000 on one connection (INSERT ... ON CONFLICT DO NOTHING), then replayed
    (must add none, asserted).
 
@@ -45,8 +45,8 @@ from sqlalchemy import text
 from temporalio.client import Client, WorkflowHandle
 
 from billing.models import UsageEvent
+from services.usage import record_usage
 from starter.periods import start_period
-from store.usage import record_usage
 from worker import ACTIVITY_THREADS, build_worker, tune_garbage_collection
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.messages import MAX_USAGE_BATCH, AddUsage, BillingPeriodInput, PeriodView

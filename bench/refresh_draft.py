@@ -2,7 +2,7 @@
 
 Loads a one-subscription catalog into a fresh schema, COPYs N events into January
 (half API calls counted, half data transfer summed, as a sum metric priced by a
-graduated charge), then times ``store.invoices.refresh_draft`` several times.
+graduated charge), then times ``services.invoices.refresh_draft`` several times.
 
     .venv/bin/python bench/refresh_draft.py                 # 1,000,000 events
     .venv/bin/python bench/refresh_draft.py --events 1000   # smoke test
@@ -25,9 +25,9 @@ from urllib.parse import quote
 import sqlalchemy
 from sqlalchemy import text
 
-from store.catalog import load_catalog
+from services.catalog import load_catalog
+from services.invoices import create_draft, refresh_draft
 from store.db import make_engine, upgrade
-from store.invoices import create_draft, refresh_draft
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SCHEMA = "bench_refresh_draft"

@@ -1,4 +1,4 @@
-"""Aggregations of a billable metric over one period's events (DESIGN.md section 4).
+"""Aggregations of a billable metric over one period's events.
 
 Every aggregation takes ``(timestamp, value)`` pairs, ignores events outside the half-open
 period ``[start, end)`` and returns a ``Decimal`` (0 when no event is left). Values may be
@@ -17,7 +17,7 @@ from typing import Any
 from billing.errors import InvalidEventValue
 from billing.models import AggregationType
 
-__all__ = ["aggregate", "to_decimal"]
+__all__ = ["aggregate", "latest_value", "to_decimal"]
 
 Event = tuple[datetime, Any]
 
@@ -58,6 +58,17 @@ def to_decimal(value: Any) -> Decimal:
     return number
 
 
+def latest_value(last: Decimal | None) -> Decimal:
+    """What a ``latest`` aggregation bills for the period's last value (none: 0).
+
+    A negative latest value bills nothing::
+
+        >>> latest_value(Decimal("-4")), latest_value(Decimal("7")), latest_value(None)
+        (Decimal('0'), Decimal('7'), Decimal('0'))
+    """
+    return Decimal(0) if last is None else max(last, Decimal(0))
+
+
 def _count(events: Sequence[Event], start: datetime, end: datetime) -> Decimal:
     return Decimal(len(events))
 
@@ -77,9 +88,7 @@ def _unique_count(events: Sequence[Event], start: datetime, end: datetime) -> De
 
 def _latest(events: Sequence[Event], start: datetime, end: datetime) -> Decimal:
     values = _numbers(events)
-    if not values:
-        return Decimal(0)
-    return max(values[-1], Decimal(0))  # a negative latest value bills nothing
+    return latest_value(values[-1] if values else None)
 
 
 def _weighted_sum(events: Sequence[Event], start: datetime, end: datetime) -> Decimal:

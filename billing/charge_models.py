@@ -1,6 +1,6 @@
 """Charge models: how many currency units a charge costs for a period's usage.
 
-Each model is one function below, written as the rule in DESIGN.md section 4 reads.
+Each model is one function below, written as the rule reads (docs/architecture.md, business rules).
 Properties use Lago's JSON shapes; amounts are decimal strings (numbers are accepted too).
 Every function returns an *unrounded* ``Decimal`` in currency units: rounding to cents
 happens once per fee, in :func:`billing.money.to_cents`.

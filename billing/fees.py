@@ -22,7 +22,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from billing.charge_models import charge_amount
-from billing.errors import InvalidCatalog, UnknownCharge
+from billing.errors import InvalidCatalog
 from billing.models import (
     SUBSCRIPTION_FEE_CODE,
     AdjustedFee,
@@ -37,6 +37,7 @@ from billing.models import (
 )
 from billing.money import from_cents, to_cents
 from billing.periods import proration_ratio
+from billing.plans import require_charge
 from billing.pricing import round_units
 
 __all__ = ["charge_fee", "compute_fees", "plan_fee"]
@@ -136,10 +137,9 @@ def compute_fees(
     ``metrics`` is keyed by billable metric code; ``usage`` and ``adjustments`` by charge
     code (a charge without usage has none).
     """
-    charge_codes = {charge.code for charge in plan.charges}
-    unknown = sorted(set(adjustments) - charge_codes)
-    if unknown:
-        raise UnknownCharge(f"plan {plan.code!r} has no charge {unknown[0]!r} to adjust")
+    charge_codes = [charge.code for charge in plan.charges]
+    for charge_code in sorted(adjustments):
+        require_charge(charge_code, charge_codes)
 
     fees: list[Fee] = []
     subscription_fee = plan_fee(plan, subscription, period_start, period_end, currency, timezone)

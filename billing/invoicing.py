@@ -1,6 +1,6 @@
 """Invoice totals (fees -> coupons -> taxes -> credits) and the empty-invoice decision.
 
-The order of DESIGN.md section 4, in cents::
+The order of the totals (docs/architecture.md, business rules), in cents::
 
     fees_amount_cents          sum of the fees (each rounded once, in billing.fees)
   - coupons_amount_cents       only at finalization and only when fees > 0; stop at zero
@@ -13,7 +13,9 @@ The order of DESIGN.md section 4, in cents::
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from decimal import ROUND_FLOOR, ROUND_HALF_UP, Decimal
 
 from pydantic import BaseModel, ConfigDict
@@ -32,13 +34,19 @@ from billing.money import minor_units, to_cents
 __all__ = [
     "CouponConsumption",
     "Totals",
+    "draft_number",
     "draft_totals",
+    "final_number",
     "finalization_totals",
     "finalize_zero_amount_invoice",
+    "invoice_id_for",
     "is_empty",
     "should_close",
     "tax_rate",
 ]
+
+_INVOICE_NAMESPACE = uuid.UUID("0b7f8f0e-3c55-4f57-9a59-1c9a8f1d2e64")
+NUMBER_DIGITS = 6
 
 
 class CouponConsumption(BaseModel):
@@ -63,6 +71,22 @@ class Totals(BaseModel):
     prepaid_credit_amount_cents: int
     total_amount_cents: int
     coupon_consumptions: tuple[CouponConsumption, ...] = ()
+
+
+def invoice_id_for(subscription_external_id: str, period_start: datetime) -> str:
+    """The invoice id of a (subscription, period): the same key always gives the same id."""
+    key = f"{subscription_external_id}/{period_start.astimezone(UTC).isoformat()}"
+    return str(uuid.uuid5(_INVOICE_NAMESPACE, key))
+
+
+def draft_number(invoice_prefix: str) -> str:
+    """The number a draft shows: final numbers are taken only at finalization."""
+    return f"{invoice_prefix}-DRAFT"
+
+
+def final_number(invoice_prefix: str, sequence: int) -> str:
+    """``ACME-000042``: the billing entity's prefix and its gapless sequence number."""
+    return f"{invoice_prefix}-{sequence:0{NUMBER_DIGITS}d}"
 
 
 def tax_rate(customer: Customer, entity: BillingEntity) -> Decimal:

@@ -27,6 +27,7 @@ __all__ = [
     "AggregationType",
     "AppliedCoupon",
     "BillableMetric",
+    "BillingContext",
     "BillingEntity",
     "Charge",
     "ChargeModel",
@@ -269,6 +270,28 @@ class Wallet(_Value):
 
     customer_external_id: str
     balance_cents: int = Field(default=0, ge=0)
+
+
+class BillingContext(_Value):
+    """Everything the domain needs to bill one subscription, read in one unit of work.
+
+    ``timezone`` and ``grace_period_days`` are resolved: the customer's, else the
+    billing entity's. ``metrics`` holds the billable metrics of the plan's charges.
+    """
+
+    subscription: Subscription
+    customer: Customer
+    billing_entity: BillingEntity
+    plan: Plan
+    metrics: dict[str, BillableMetric]
+    timezone: str
+    grace_period_days: int
+    currency: str
+
+    @property
+    def charge_codes(self) -> list[str]:
+        """The plan's charge codes, in plan order."""
+        return [charge.code for charge in self.plan.charges]
 
 
 # --------------------------------------------------------------------------- ledger

@@ -1,4 +1,4 @@
-"""Pricing core, the public API of DESIGN.md section 6.
+"""Pricing core, the public pricing API (docs/architecture.md).
 
 ``aggregate`` turns a period's events into units; ``round_units`` applies the metric's
 rounding; ``charge_amount`` prices units with a charge model; ``validate_charge`` checks

@@ -1,21 +1,18 @@
-"""Shared plumbing of the repositories: sessions, rows -> domain models, upserts.
+"""Shared plumbing of the repositories: rows -> domain models, upserts, dialects.
 
 Private to ``store``: rows never leave the package, only the domain models built here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Engine, Insert, select
+from sqlalchemy import Insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from billing.errors import NotFound
 from billing.models import (
     AggregationType,
     AppliedCoupon,
@@ -23,6 +20,7 @@ from billing.models import (
     BillingEntity,
     Charge,
     ChargeModel,
+    Coupon,
     CouponFrequency,
     CouponType,
     Customer,
@@ -32,46 +30,24 @@ from billing.models import (
     RoundingFunction,
     Subscription,
 )
-from billing.periods import resolve_timezone
 from store.schema import (
     AppliedCouponRow,
     Base,
     BillableMetricRow,
     BillingEntityRow,
     ChargeRow,
+    CouponRow,
     CustomerRow,
     PlanRow,
     SubscriptionRow,
 )
 
-__all__ = ["BillingContext", "dialect_insert", "load_context", "transaction", "utcnow"]
-
-
-class BillingContext(BaseModel):
-    """Everything the domain core needs to bill one subscription."""
-
-    model_config = ConfigDict(frozen=True)
-
-    subscription: Subscription
-    customer: Customer
-    billing_entity: BillingEntity
-    plan: Plan
-    metrics: dict[str, BillableMetric]
-    timezone: str
-    grace_period_days: int
-    currency: str
+__all__ = ["dialect_insert", "upsert", "utcnow"]
 
 
 def utcnow() -> datetime:
     """Bookkeeping timestamps (``created_at``); never used for billing decisions."""
     return datetime.now(UTC)
-
-
-@contextmanager
-def transaction(engine: Engine) -> Iterator[Session]:
-    """One unit of work: commits when the block ends, rolls back on any error."""
-    with Session(engine, expire_on_commit=False) as session, session.begin():
-        yield session
 
 
 def dialect_insert(session: Session, table: type[Base]) -> Any:
@@ -188,41 +164,13 @@ def applied_coupon_model(row: AppliedCouponRow) -> AppliedCoupon:
     )
 
 
-def load_context(session: Session, subscription_external_id: str) -> BillingContext:
-    """The billing context of a subscription, read inside the caller's transaction.
-
-    Two statements (every store activity loads it, so round trips count): the
-    subscription with its customer, billing entity and plan; then the plan's charges
-    with their billable metrics.
-    """
-    found = session.execute(
-        select(SubscriptionRow, CustomerRow, BillingEntityRow, PlanRow)
-        .join(CustomerRow, CustomerRow.external_id == SubscriptionRow.customer_external_id)
-        .join(BillingEntityRow, BillingEntityRow.code == CustomerRow.billing_entity_code)
-        .join(PlanRow, PlanRow.code == SubscriptionRow.plan_code)
-        .where(SubscriptionRow.external_id == subscription_external_id)
-    ).one_or_none()
-    if found is None:
-        raise NotFound(f"subscription {subscription_external_id!r} does not exist")
-    subscription, customer_row, entity_row, plan_row = found
-    charged = session.execute(
-        select(ChargeRow, BillableMetricRow)
-        .join(BillableMetricRow, BillableMetricRow.code == ChargeRow.billable_metric_code)
-        .where(ChargeRow.plan_code == plan_row.code)
-        .order_by(ChargeRow.position)
-    ).all()
-    plan = plan_model(plan_row, [charge for charge, _ in charged])
-    metrics = {metric.code: metric for _, metric in charged}.values()
-    customer = customer_model(customer_row)
-    entity = entity_model(entity_row)
-    grace = customer.grace_period_days
-    return BillingContext(
-        subscription=subscription_model(subscription),
-        customer=customer,
-        billing_entity=entity,
-        plan=plan,
-        metrics={row.code: metric_model(row) for row in metrics},
-        timezone=resolve_timezone(customer, entity),
-        grace_period_days=entity.grace_period_days if grace is None else grace,
-        currency=entity.currency,
+def coupon_model(row: CouponRow) -> Coupon:
+    return Coupon(
+        code=row.code,
+        name=row.name,
+        coupon_type=CouponType(row.coupon_type),
+        amount_cents=row.amount_cents,
+        percentage_rate=row.percentage_rate,
+        frequency=CouponFrequency(row.frequency),
+        frequency_duration=row.frequency_duration,
     )

@@ -1,12 +1,12 @@
-"""Webhook outbox and delivery log.
+"""The webhooks repository: the outbox and the delivery log.
 
-Deliveries are written in the transaction that changes the invoice (the outbox), so a
+Deliveries are written in the unit of work that changes the invoice (the outbox), so a
 webhook exists if and only if its finalization committed. The webhook activity then
-reads a delivery, signs its stored body with :func:`endpoint_secret` (fetched at send
-time, so secrets never enter workflow history or logs) and records every attempt.
+reads a delivery, signs its stored body with its endpoint's secret (fetched at send
+time, so secrets never enter workflow history or logs) and logs every attempt.
 
-Statuses: ``pending`` -> ``retrying`` -> ``succeeded`` | ``failed``; an operator can
-put a failed delivery back to ``pending`` with :func:`reset_for_retry`.
+Statuses (:data:`billing.models.DeliveryStatus`): ``pending`` -> ``retrying`` ->
+``succeeded`` | ``failed``; an operator can put a failed delivery back to ``pending``.
 """
 
 from __future__ import annotations
@@ -14,31 +14,25 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Engine, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from billing.errors import NotFound
-from billing.models import Invoice
-from store._rows import dialect_insert, transaction
+from billing.models import DeliveryStatus, Invoice
+from store._rows import dialect_insert
 from store.schema import WebhookDeliveryRow, WebhookEndpointRow
 
 __all__ = [
-    "DeliveryStatus",
+    "INVOICE_CREATED",
+    "INVOICE_DRAFTED",
     "WebhookDelivery",
+    "WebhookRepository",
     "delivery_id",
-    "endpoint_secret",
-    "get_delivery",
-    "list_deliveries",
-    "queue_deliveries",
-    "record_attempt",
-    "reset_for_retry",
     "webhook_body",
 ]
 
-DeliveryStatus = Literal["pending", "retrying", "succeeded", "failed"]
 INVOICE_CREATED = "invoice.created"
 INVOICE_DRAFTED = "invoice.drafted"
 _DELIVERY_NAMESPACE = uuid.UUID("6f1c1f55-8d0e-4a43-9d39-6f3f0c4a7b21")
@@ -69,7 +63,7 @@ def delivery_id(invoice_id: str, webhook_type: str, endpoint_code: str) -> str:
 
 
 def webhook_body(webhook_type: str, invoice: Invoice) -> str:
-    """The JSON text that is signed and sent (DESIGN.md section 4, Webhooks)."""
+    """The JSON text that is signed and sent (docs/architecture.md, webhooks)."""
     payload = {
         "webhook_type": webhook_type,
         "object_type": "invoice",
@@ -96,119 +90,119 @@ def _model(row: WebhookDeliveryRow) -> WebhookDelivery:
     )
 
 
-def queue_deliveries(
-    session: Session, invoice: Invoice, webhook_type: str, at: datetime
-) -> list[str]:
-    """Outbox rows for every endpoint, inside the caller's transaction; idempotent."""
-    endpoints = session.scalars(select(WebhookEndpointRow).order_by(WebhookEndpointRow.code)).all()
-    if not endpoints:
-        return []
-    body = webhook_body(webhook_type, invoice)
-    rows = [
-        {
-            "id": delivery_id(invoice.id, webhook_type, endpoint.code),
-            "invoice_id": invoice.id,
-            "webhook_type": webhook_type,
-            "endpoint_code": endpoint.code,
-            "endpoint_url": endpoint.url,
-            "status": "pending",
-            "attempts": 0,
-            "last_http_status": None,
-            "last_error": None,
-            "body": body,
-            "created_at": at,
-            "updated_at": at,
-        }
-        for endpoint in endpoints
-    ]
-    session.execute(
-        dialect_insert(session, WebhookDeliveryRow).on_conflict_do_nothing(
-            index_elements=["invoice_id", "webhook_type", "endpoint_code"]
-        ),
-        rows,
-    )
-    return delivery_ids_of(session, invoice.id, webhook_type)
+class WebhookRepository:
+    """The outbox and delivery log inside one unit of work."""
 
+    def __init__(self, session: Session) -> None:
+        self._session = session
 
-def delivery_ids_of(session: Session, invoice_id: str, webhook_type: str) -> list[str]:
-    return list(
-        session.scalars(
-            select(WebhookDeliveryRow.id)
-            .where(
-                WebhookDeliveryRow.invoice_id == invoice_id,
-                WebhookDeliveryRow.webhook_type == webhook_type,
-            )
-            .order_by(WebhookDeliveryRow.endpoint_code)
+    def queue(self, invoice: Invoice, webhook_type: str, at: datetime) -> list[str]:
+        """Outbox rows of ``invoice`` for every endpoint; idempotent. Returns their ids."""
+        session = self._session
+        endpoints = session.scalars(
+            select(WebhookEndpointRow).order_by(WebhookEndpointRow.code)
+        ).all()
+        if not endpoints:
+            return []
+        body = webhook_body(webhook_type, invoice)
+        rows = [
+            {
+                "id": delivery_id(invoice.id, webhook_type, endpoint.code),
+                "invoice_id": invoice.id,
+                "webhook_type": webhook_type,
+                "endpoint_code": endpoint.code,
+                "endpoint_url": endpoint.url,
+                "status": "pending",
+                "attempts": 0,
+                "last_http_status": None,
+                "last_error": None,
+                "body": body,
+                "created_at": at,
+                "updated_at": at,
+            }
+            for endpoint in endpoints
+        ]
+        session.execute(
+            dialect_insert(session, WebhookDeliveryRow).on_conflict_do_nothing(
+                index_elements=["invoice_id", "webhook_type", "endpoint_code"]
+            ),
+            rows,
         )
-    )
+        return self.delivery_ids(invoice.id, webhook_type)
 
+    def delivery_ids(self, invoice_id: str, webhook_type: str) -> list[str]:
+        """The ids of the invoice's deliveries of ``webhook_type``, by endpoint."""
+        return list(
+            self._session.scalars(
+                select(WebhookDeliveryRow.id)
+                .where(
+                    WebhookDeliveryRow.invoice_id == invoice_id,
+                    WebhookDeliveryRow.webhook_type == webhook_type,
+                )
+                .order_by(WebhookDeliveryRow.endpoint_code)
+            )
+        )
 
-def _get(session: Session, id: str) -> WebhookDeliveryRow:
-    row = session.scalar(
-        select(WebhookDeliveryRow)
-        .where(WebhookDeliveryRow.id == id)
-        .execution_options(populate_existing=True)
-    )
-    if row is None:
-        raise NotFound(f"webhook delivery {id!r} does not exist")
-    return row
+    def _row(self, id: str) -> WebhookDeliveryRow:
+        row = self._session.scalar(
+            select(WebhookDeliveryRow)
+            .where(WebhookDeliveryRow.id == id)
+            .execution_options(populate_existing=True)
+        )
+        if row is None:
+            raise NotFound(f"webhook delivery {id!r} does not exist")
+        return row
 
+    def get(self, id: str) -> WebhookDelivery:
+        """The delivery; raises :class:`NotFound` when there is none."""
+        return _model(self._row(id))
 
-def get_delivery(engine: Engine, id: str) -> WebhookDelivery:
-    with transaction(engine) as session:
-        return _model(_get(session, id))
-
-
-def endpoint_secret(engine: Engine, id: str) -> str:
-    """The signing secret of delivery ``id``'s endpoint. Never log or return it further."""
-    with transaction(engine) as session:
-        row = _get(session, id)
-        secret = session.scalar(
+    def endpoint_secret(self, id: str) -> str:
+        """The signing secret of delivery ``id``'s endpoint. Never log or return it further."""
+        row = self._row(id)
+        secret = self._session.scalar(
             select(WebhookEndpointRow.secret).where(WebhookEndpointRow.code == row.endpoint_code)
         )
         if secret is None:
             raise NotFound(f"webhook endpoint {row.endpoint_code!r} does not exist")
         return secret
 
-
-def record_attempt(
-    engine: Engine,
-    id: str,
-    *,
-    http_status: int | None,
-    error: str | None,
-    succeeded: bool,
-    final: bool,
-    at: datetime,
-) -> WebhookDelivery:
-    """Log one delivery attempt. ``final`` marks the last try: a failure becomes ``failed``.
-
-    Once ``succeeded`` a delivery is settled: a late or repeated record changes nothing.
-    """
-    with transaction(engine) as session:
-        row = _get(session, id)
-        if row.status == "succeeded":
-            return _model(row)
-        status = "succeeded" if succeeded else ("failed" if final else "retrying")
-        session.execute(
+    def log_attempt(
+        self,
+        id: str,
+        *,
+        status: DeliveryStatus,
+        http_status: int | None,
+        error: str | None,
+        at: datetime,
+    ) -> WebhookDelivery:
+        """Count one more attempt with its outcome; returns the delivery as stored."""
+        self._session.execute(
             update(WebhookDeliveryRow)
             .where(WebhookDeliveryRow.id == id)
             .values(
                 status=status,
                 attempts=WebhookDeliveryRow.attempts + 1,
                 last_http_status=http_status,
-                last_error=None if succeeded else (error or f"HTTP {http_status}")[:2000],
+                last_error=error,
                 updated_at=at,
             )
         )
-        return _model(_get(session, id))
+        return self.get(id)
 
+    def set_pending(self, id: str) -> WebhookDelivery:
+        """Put the delivery back to ``pending`` (attempts are kept for the record)."""
+        self._session.execute(
+            update(WebhookDeliveryRow)
+            .where(WebhookDeliveryRow.id == id)
+            .values(status="pending", last_error=None)
+        )
+        return self.get(id)
 
-def list_deliveries(
-    engine: Engine, *, status: DeliveryStatus | None = None, invoice_id: str | None = None
-) -> list[WebhookDelivery]:
-    """Deliveries, oldest first, optionally of one status or one invoice."""
-    with transaction(engine) as session:
+    def find_all(
+        self, *, status: DeliveryStatus | None = None, invoice_id: str | None = None
+    ) -> list[WebhookDelivery]:
+        """Deliveries, oldest first, optionally of one status or one invoice."""
         statement = select(WebhookDeliveryRow).order_by(
             WebhookDeliveryRow.created_at, WebhookDeliveryRow.id
         )
@@ -216,20 +210,4 @@ def list_deliveries(
             statement = statement.where(WebhookDeliveryRow.status == status)
         if invoice_id is not None:
             statement = statement.where(WebhookDeliveryRow.invoice_id == invoice_id)
-        return [_model(row) for row in session.scalars(statement)]
-
-
-def reset_for_retry(engine: Engine, id: str) -> WebhookDelivery:
-    """An operator's retry: back to ``pending`` (attempts are kept for the record).
-
-    A succeeded delivery is left as it is: receivers already have it.
-    """
-    with transaction(engine) as session:
-        row = _get(session, id)
-        if row.status != "succeeded":
-            session.execute(
-                update(WebhookDeliveryRow)
-                .where(WebhookDeliveryRow.id == id)
-                .values(status="pending", last_error=None)
-            )
-        return _model(_get(session, id))
+        return [_model(row) for row in self._session.scalars(statement)]

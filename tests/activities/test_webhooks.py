@@ -25,8 +25,8 @@ from activities.webhooks import (
     next_retry_delay,
 )
 from billing.signature import verify_signature
+from services.webhooks import get_delivery, list_deliveries
 from starter.webhook_sink import WebhookSink
-from store.webhooks import get_delivery, list_deliveries
 from tests.activities.webhook_support import SECRET, finalized_delivery
 
 HOUR = timedelta(hours=1)

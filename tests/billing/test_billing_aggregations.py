@@ -1,4 +1,4 @@
-"""Aggregations of DESIGN.md section 4, through the public ``billing.pricing.aggregate``."""
+"""Aggregations (docs/architecture.md, business rules), through the public ``billing.pricing.aggregate``."""
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from billing.aggregations import latest_value
 from billing.errors import InvalidEventValue
 from billing.models import AggregationType
 from billing.pricing import aggregate
@@ -100,3 +101,9 @@ def test_non_numeric_value_is_a_clear_error() -> None:
 def test_unknown_aggregation_is_refused() -> None:
     with pytest.raises(ValueError):
         agg("median", [(day(1), 1)])
+
+
+def test_latest_value_is_the_one_clamp_of_a_negative_latest() -> None:
+    assert latest_value(Decimal("-4")) == 0
+    assert latest_value(Decimal("7.5")) == Decimal("7.5")
+    assert latest_value(None) == 0

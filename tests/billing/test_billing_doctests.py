@@ -8,10 +8,12 @@ import pytest
 MODULES = [
     "billing.aggregations",
     "billing.charge_models",
+    "billing.coupons",
     "billing.money",
     "billing.plans",
     "billing.pricing",
     "billing.signature",
+    "billing.usage",
 ]
 
 

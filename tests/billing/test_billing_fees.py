@@ -3,6 +3,9 @@
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pytest
+
+from billing.errors import UnknownCharge
 from billing.fees import charge_fee, compute_fees, plan_fee
 from billing.models import (
     AdjustedFee,
@@ -260,3 +263,16 @@ def test_compute_fees_plan_first_then_charges_in_plan_order() -> None:
 def test_compute_fees_skips_charges_without_usage() -> None:
     fees = compute_fees(PLAN, METRICS, subscription(START), START, END, "USD", "UTC", {}, {})
     assert [fee.code for fee in fees] == ["subscription"]
+
+
+def test_compute_fees_refuses_an_adjustment_of_a_charge_the_plan_does_not_have() -> None:
+    adjustment = AdjustedFee(
+        charge_code="seats", mode=AdjustmentMode.DISPLAY_NAME, display_name="Seats"
+    )
+    with pytest.raises(UnknownCharge) as error:
+        compute_fees(
+            PLAN, METRICS, subscription(START), START, END, "USD", "UTC", {}, {"seats": adjustment}
+        )
+    assert str(error.value) == (
+        "charge 'seats' is not part of this subscription's plan (charges: calls, storage, payments)"
+    )

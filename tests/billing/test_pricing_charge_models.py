@@ -1,4 +1,4 @@
-"""Charge models of DESIGN.md section 4, through the public ``billing.pricing.charge_amount``."""
+"""Charge models (docs/architecture.md, business rules), through the public ``billing.pricing.charge_amount``."""
 
 from decimal import Decimal
 from typing import Any

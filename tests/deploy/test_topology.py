@@ -32,12 +32,12 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from billing.models import InvoiceStatus
+from services.catalog import load_catalog
+from services.invoices import list_invoices
+from services.webhooks import list_deliveries
 from starter.periods import start_period
 from starter.webhook_sink import WebhookSink
-from store.catalog import load_catalog
 from store.db import make_engine, upgrade
-from store.invoices import list_invoices
-from store.webhooks import list_deliveries
 from workflows.messages import BillingPeriodInput
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.e2e, pytest.mark.fault]

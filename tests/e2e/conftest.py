@@ -27,8 +27,8 @@ import yaml
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from services.catalog import load_catalog
 from starter.webhook_sink import WebhookSink
-from store.catalog import load_catalog
 from store.db import make_engine, upgrade
 from worker import build_worker
 

@@ -17,8 +17,8 @@ import sqlalchemy
 from sqlalchemy import Engine, text
 from temporalio.testing import WorkflowEnvironment
 
+from services.catalog import load_catalog
 from starter.webhook_sink import WebhookSink
-from store.catalog import load_catalog
 from store.db import make_engine, upgrade
 from tests.workflows.period_support import SECRET, PeriodHarness, test_catalog
 from worker import build_worker

@@ -18,9 +18,9 @@ from sqlalchemy import create_engine, text
 from temporalio.testing import WorkflowEnvironment
 
 from billing.models import InvoiceStatus
+from services.invoices import list_invoices
+from services.webhooks import list_deliveries
 from store.db import make_engine, upgrade
-from store.invoices import list_invoices
-from store.webhooks import list_deliveries
 from tests.reliability.support import counts, free_port, module_harness
 from tests.workflows.period_support import workflow_task_failures
 from workflows.billing_period import BillingPeriodWorkflow

@@ -17,10 +17,10 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from billing.models import InvoiceStatus
+from services.invoices import list_invoices
+from services.webhooks import list_deliveries
 from starter.binaries import temporal_cli
 from starter.temporal import dev_server_search_attribute_flags
-from store.invoices import list_invoices
-from store.webhooks import list_deliveries
 from tests.reliability.support import free_port, module_harness, until
 from tests.workflows.period_support import workflow_task_failures
 

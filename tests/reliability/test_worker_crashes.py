@@ -27,12 +27,13 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from billing.models import InvoiceStatus, UsageEvent
+from services.catalog import load_catalog
+from services.coupons import apply_coupon, get_wallet, top_up_wallet
+from services.invoices import list_invoices
+from services.webhooks import list_deliveries
 from starter.periods import start_period
 from starter.webhook_sink import WebhookSink
-from store.catalog import apply_coupon, get_wallet, load_catalog, top_up_wallet
 from store.db import make_engine, upgrade
-from store.invoices import list_invoices
-from store.webhooks import list_deliveries
 from tests.deploy.test_topology import SECRET, WorkerProcesses, catalog, wait_for_pollers
 from tests.reliability.support import counts
 from workflows.billing_period import BillingPeriodWorkflow

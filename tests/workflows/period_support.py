@@ -19,9 +19,9 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from billing.models import Invoice, UsageEvent
+from services.catalog import load_catalog
 from starter.periods import start_period
 from starter.webhook_sink import WebhookSink
-from store.catalog import load_catalog
 from worker import build_worker
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.messages import BillingPeriodInput, PeriodPhase, PeriodView

@@ -22,10 +22,10 @@ from temporalio.exceptions import ApplicationError
 
 from billing.models import InvoiceStatus
 from billing.signature import verify_signature
-from store.catalog import apply_coupon, get_wallet, top_up_wallet
-from store.invoices import get_invoice
-from store.usage import list_rejections
-from store.webhooks import list_deliveries
+from services.coupons import apply_coupon, get_wallet, top_up_wallet
+from services.invoices import get_invoice
+from services.rejections import list_rejections
+from services.webhooks import list_deliveries
 from tests.workflows.period_support import SECRET, PeriodHarness, harness, workflow_task_failures
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.messages import (

@@ -13,9 +13,9 @@ import sqlalchemy
 from temporalio.testing import WorkflowEnvironment
 
 from billing.models import InvoiceStatus
+from services.catalog import load_catalog
 from starter.periods import start_period
 from starter.webhook_sink import WebhookSink
-from store.catalog import load_catalog
 from tests.workflows.period_support import SECRET, period_catalog
 from worker import build_worker
 from workflows.messages import BillingPeriodInput

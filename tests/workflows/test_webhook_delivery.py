@@ -16,9 +16,9 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.webhooks import DeliveryResult, WebhookActivities
+from services.webhooks import get_delivery, list_deliveries
 from starter.webhook_sink import WebhookSink
 from starter.webhooks import retry_delivery
-from store.webhooks import get_delivery, list_deliveries
 from tests.activities.webhook_support import SECRET, finalized_delivery
 from workflows.webhook_delivery import (
     WebhookDeliveryInput,

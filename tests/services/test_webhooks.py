@@ -9,15 +9,15 @@ import pytest
 from sqlalchemy import Engine
 
 from billing.errors import NotFound
-from store.invoices import create_draft, finalize_invoice
-from store.webhooks import (
+from services.invoices import create_draft, finalize_invoice
+from services.webhooks import (
     endpoint_secret,
     get_delivery,
     list_deliveries,
     record_attempt,
     reset_for_retry,
 )
-from tests.store.support import january
+from tests.services.support import january
 
 AT = datetime(2026, 2, 4, 5, tzinfo=UTC)
 

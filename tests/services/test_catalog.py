@@ -11,13 +11,13 @@ import yaml
 from sqlalchemy import Engine, text
 
 from billing.errors import InvalidCatalog, NotFound
-from store.catalog import (
+from services.catalog import (
     get_billing_context,
-    get_wallet,
     list_subscriptions,
     load_catalog,
     load_catalog_file,
 )
+from services.coupons import get_wallet
 from tests.fixtures.database import CATALOG_FILE
 
 TABLES = (

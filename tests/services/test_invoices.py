@@ -12,14 +12,9 @@ from sqlalchemy import Engine, text
 
 from billing.errors import InvoiceNotEditable, NotFound, UnknownCharge
 from billing.models import AdjustedFee, AdjustmentMode, InvoiceStatus
-from store.catalog import (
-    apply_coupon,
-    get_wallet,
-    list_applied_coupons,
-    load_catalog,
-    top_up_wallet,
-)
-from store.invoices import (
+from services.catalog import load_catalog
+from services.coupons import apply_coupon, get_wallet, list_applied_coupons, top_up_wallet
+from services.invoices import (
     adjust_fee,
     create_draft,
     finalize_invoice,
@@ -29,11 +24,11 @@ from store.invoices import (
     list_invoices,
     queue_drafted_webhook,
     refresh_draft,
-    remove_adjustment,
+    remove_fee_adjustment,
 )
-from store.usage import record_usage
-from store.webhooks import get_delivery, list_deliveries
-from tests.store.support import event, january
+from services.usage import record_usage
+from services.webhooks import get_delivery, list_deliveries
+from tests.services.support import event, january
 
 NORTHWIND = "sub_northwind_growth"  # acme_us, $299 plan, $50 coupon, $100 of credits
 KOALA_PAYG = "sub_koala_payg"  # usage only, customer says skip
@@ -110,12 +105,14 @@ def test_adjustments_survive_refresh_and_can_be_removed(catalog_engine: Engine) 
         "peak_storage_gb"
     ]
 
-    restored = remove_adjustment(catalog_engine, draft.id, "peak_storage_gb")
+    restored = remove_fee_adjustment(catalog_engine, draft.id, "peak_storage_gb")
     storage = next(fee for fee in restored.fees if fee.code == "peak_storage_gb")
     assert (storage.amount_cents, storage.adjusted) == (5_000, False)  # 500 GB x $0.10
     assert list_adjustments(catalog_engine, draft.id) == []
 
-    with pytest.raises(UnknownCharge, match="no charge 'seats'"):
+    with pytest.raises(
+        UnknownCharge, match="charge 'seats' is not part of this subscription's plan"
+    ):
         adjust_fee(
             catalog_engine,
             draft.id,
@@ -173,7 +170,7 @@ def test_finalized_invoice_refuses_every_change(catalog_engine: Engine) -> None:
             AdjustedFee(charge_code="api_calls", mode=AdjustmentMode.UNITS, units=Decimal(1)),
         )
     with pytest.raises(InvoiceNotEditable):
-        remove_adjustment(catalog_engine, draft.id, "api_calls")
+        remove_fee_adjustment(catalog_engine, draft.id, "api_calls")
 
 
 @pytest.mark.parametrize(

@@ -11,9 +11,10 @@ from sqlalchemy import Engine, text
 
 from billing.models import AggregationType
 from billing.pricing import aggregate
-from store.catalog import get_billing_context, load_catalog
-from store.usage import list_rejections, period_usage, record_rejected_input, record_usage
-from tests.store.support import event, january
+from services.catalog import get_billing_context, load_catalog
+from services.rejections import list_rejections, record_rejected_input
+from services.usage import period_usage, record_usage
+from tests.services.support import event, january
 
 NORTHWIND = "sub_northwind_growth"  # growth: api_calls (count), active_users, peak_storage_gb
 BRANDT = "sub_brandt_team"  # team: seats (weighted_sum), reserved_instances (latest)

@@ -1,0 +1,90 @@
+"""The webhook delivery log: read a delivery, log attempts, operator retries, listing.
+
+Deliveries are queued by the invoice operations (:mod:`services.invoices`) in the same
+unit of work as the invoice change; the webhook activity sends them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Engine
+
+from billing.models import DeliveryStatus
+from store.unit_of_work import UnitOfWork
+from store.webhooks import WebhookDelivery
+
+__all__ = [
+    "WebhookDelivery",
+    "endpoint_secret",
+    "get_delivery",
+    "list_deliveries",
+    "record_attempt",
+    "reset_for_retry",
+]
+
+_MAX_ERROR_LENGTH = 2000
+
+
+def get_delivery(engine: Engine, id: str) -> WebhookDelivery:
+    """The delivery; raises ``NotFound`` when there is none."""
+    with UnitOfWork(engine) as uow:
+        return uow.webhooks.get(id)
+
+
+def endpoint_secret(engine: Engine, id: str) -> str:
+    """The signing secret of delivery ``id``'s endpoint. Never log or return it further."""
+    with UnitOfWork(engine) as uow:
+        return uow.webhooks.endpoint_secret(id)
+
+
+def record_attempt(
+    engine: Engine,
+    id: str,
+    *,
+    http_status: int | None,
+    error: str | None,
+    succeeded: bool,
+    final: bool,
+    at: datetime,
+) -> WebhookDelivery:
+    """Log one delivery attempt. ``final`` marks the last try: a failure becomes ``failed``.
+
+    Once ``succeeded`` a delivery is settled: a late or repeated record changes nothing.
+    """
+    with UnitOfWork(engine) as uow:
+        delivery = uow.webhooks.get(id)
+        if delivery.status == "succeeded":
+            return delivery
+        status: DeliveryStatus = "succeeded" if succeeded else ("failed" if final else "retrying")
+        logged = uow.webhooks.log_attempt(
+            id,
+            status=status,
+            http_status=http_status,
+            error=None if succeeded else (error or f"HTTP {http_status}")[:_MAX_ERROR_LENGTH],
+            at=at,
+        )
+        uow.commit()
+        return logged
+
+
+def list_deliveries(
+    engine: Engine, *, status: DeliveryStatus | None = None, invoice_id: str | None = None
+) -> list[WebhookDelivery]:
+    """Deliveries, oldest first, optionally of one status or one invoice."""
+    with UnitOfWork(engine) as uow:
+        return uow.webhooks.find_all(status=status, invoice_id=invoice_id)
+
+
+def reset_for_retry(engine: Engine, id: str) -> WebhookDelivery:
+    """An operator's retry: back to ``pending`` (attempts are kept for the record).
+
+    A succeeded delivery is left as it is: receivers already have it.
+    """
+    with UnitOfWork(engine) as uow:
+        delivery = uow.webhooks.get(id)
+        if delivery.status == "succeeded":
+            return delivery
+        reset = uow.webhooks.set_pending(id)
+        uow.commit()
+        return reset
