@@ -11,10 +11,11 @@
    closed invoice); every later change is refused; the workflow returns the invoice.
 
 This module is the lifecycle. Beside it: what each phase accepts (``workflows.phases``),
-the inbox of signals and updates with its refusals (``workflows.inbox``), the query, UI
-details and search attributes (``workflows.presentation``), and the continue-as-new
-hand-over (``workflows.handover``). They are passed through the sandbox, loaded once per
-process rather than once per period (see ``workflows.period_state``).
+the inbox of signals and updates with its refusals (``workflows.inbox``), how each input
+changes the period (``workflows.commands``), the query, UI details and search attributes
+(``workflows.presentation``), and the continue-as-new hand-over (``workflows.handover``).
+They are passed through the sandbox: loaded once per process, not once per period (see
+``workflows.period_state``).
 """
 
 from __future__ import annotations
@@ -38,16 +39,8 @@ with workflow.unsafe.imports_passed_through():
         InvoiceRef,
         PeriodSettingsRequest,
     )
-    from activities.webhooks import (
-        WEBHOOK_ATTEMPT_TIMEOUT,
-        WEBHOOK_RETRY_POLICY,
-        WEBHOOK_SCHEDULE_SLACK,
-        DeliverWebhookRequest,
-        DeliveryResult,
-        WebhookActivities,
-    )
     from billing.models import Invoice, InvoiceStatus, UsageReceipt
-    from workflows import handover, presentation
+    from workflows import handover, phases, presentation
     from workflows.commands import PeriodCommands
     from workflows.messages import (
         AddUsage,
@@ -60,16 +53,12 @@ with workflow.unsafe.imports_passed_through():
         RejectedInput,
         RemoveFeeAdjustment,
     )
-    from workflows.phases import (
-        ADD_USAGE,
-        EDIT_FEE,
-        FINAL_PHASES,
-        FINALIZE_INVOICE,
-        PHASES,
-        REFRESH_INVOICE,
-        REMOVE_FEE_ADJUSTMENT,
+    from workflows.webhook_delivery import (
+        WebhookDeliveryInput,
+        WebhookDeliveryWorkflow,
+        deliver_webhook,
+        webhook_delivery_workflow_id,
     )
-    from workflows.webhook_delivery import WebhookDeliveryInput, WebhookDeliveryWorkflow
 
 __all__ = ["BillingPeriodWorkflow"]
 
@@ -213,7 +202,7 @@ class BillingPeriodWorkflow:
                     delivery_id=delivery_id,
                     retry_window_seconds=state.input.webhook_retry_window_seconds,
                 ),
-                id=f"webhook-delivery/{delivery_id}/1",
+                id=webhook_delivery_workflow_id(delivery_id, 1),
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                 static_summary=f"invoice.drafted for {invoice.id}",
             )
@@ -248,14 +237,7 @@ class BillingPeriodWorkflow:
         for delivery_id in self._pending_deliveries:
             window = max(give_up_at - workflow.now(), timedelta(seconds=1))
             try:
-                result: DeliveryResult = await workflow.execute_activity_method(
-                    WebhookActivities.deliver_webhook,
-                    DeliverWebhookRequest(delivery_id=delivery_id, give_up_at=give_up_at),
-                    start_to_close_timeout=WEBHOOK_ATTEMPT_TIMEOUT,
-                    schedule_to_close_timeout=window + WEBHOOK_SCHEDULE_SLACK,
-                    retry_policy=WEBHOOK_RETRY_POLICY,
-                    summary=f"deliver webhook {delivery_id}",
-                )
+                result = await deliver_webhook(delivery_id, give_up_at, window)
                 delivered = str(result.status) == "succeeded"
             except ActivityError as err:
                 # The delivery log says "failed"; an operator can retry it (billing webhook retry).
@@ -270,30 +252,30 @@ class BillingPeriodWorkflow:
     # ------------------------------------------------------------------ signals
 
     def _receive(self, kind: str, model: type[BaseModel], args: Sequence[Any]) -> bool:
-        applies_inputs = PHASES[self._state.phase].applies_inputs
+        applies_inputs = phases.PHASES[self._state.phase].applies_inputs
         judge_now = None if applies_inputs else self._commands.check_allowed
         return self._inbox.receive_signal(kind, model, args, judge_now=judge_now)
 
     @workflow.signal(name="add_usage")
     def add_usage(self, *args: Any) -> None:
         """Fire-and-forget usage batch (payload: :class:`AddUsage`)."""
-        self._receive(ADD_USAGE, AddUsage, args)
+        self._receive(phases.ADD_USAGE, AddUsage, args)
 
     @workflow.signal(name="edit_fee")
     def edit_fee(self, *args: Any) -> None:
-        self._receive(EDIT_FEE, EditFee, args)
+        self._receive(phases.EDIT_FEE, EditFee, args)
 
     @workflow.signal(name="remove_fee_adjustment")
     def remove_fee_adjustment(self, *args: Any) -> None:
-        self._receive(REMOVE_FEE_ADJUSTMENT, RemoveFeeAdjustment, args)
+        self._receive(phases.REMOVE_FEE_ADJUSTMENT, RemoveFeeAdjustment, args)
 
     @workflow.signal(name="refresh_invoice")
     def refresh_invoice(self, *args: Any) -> None:
-        self._receive(REFRESH_INVOICE, RefreshInvoice, args)
+        self._receive(phases.REFRESH_INVOICE, RefreshInvoice, args)
 
     @workflow.signal(name="finalize_invoice")
     def finalize_invoice(self, *args: Any) -> None:
-        queued = self._receive(FINALIZE_INVOICE, FinalizeInvoice, args)
+        queued = self._receive(phases.FINALIZE_INVOICE, FinalizeInvoice, args)
         if queued and self._state.phase == PeriodPhase.DRAFT:
             self._state.finalize_requested = True  # ends the grace timer at once
 
@@ -307,57 +289,58 @@ class BillingPeriodWorkflow:
         """Validators refuse early a missing payload and what the current phase cannot accept."""
         self._inbox.check_payload(kind, message, model)
         self._commands.check_allowed(kind)
-        if isinstance(message, EditFee | RemoveFeeAdjustment) and self._state.settings:
+        settings = self._state.settings
+        if isinstance(message, EditFee | RemoveFeeAdjustment) and settings is not None:
             self._commands.check_charge(message.charge_code)
 
     @workflow.update(name="add_usage_sync")
     async def add_usage_sync(self, message: AddUsage) -> UsageReceipt:
-        receipt: UsageReceipt = await self._inbox.submit(ADD_USAGE, message)
+        receipt: UsageReceipt = await self._inbox.submit(phases.ADD_USAGE, message)
         return receipt
 
     @add_usage_sync.validator
     def _validate_add_usage(self, message: AddUsage) -> None:
-        self._validate(ADD_USAGE, message, AddUsage)
+        self._validate(phases.ADD_USAGE, message, AddUsage)
 
     @workflow.update(name="edit_fee_sync")
     async def edit_fee_sync(self, message: EditFee) -> Invoice:
-        invoice: Invoice = await self._inbox.submit(EDIT_FEE, message)
+        invoice: Invoice = await self._inbox.submit(phases.EDIT_FEE, message)
         return invoice
 
     @edit_fee_sync.validator
     def _validate_edit_fee(self, message: EditFee) -> None:
-        self._validate(EDIT_FEE, message, EditFee)
+        self._validate(phases.EDIT_FEE, message, EditFee)
 
     @workflow.update(name="remove_fee_adjustment_sync")
     async def remove_fee_adjustment_sync(self, message: RemoveFeeAdjustment) -> Invoice:
-        invoice: Invoice = await self._inbox.submit(REMOVE_FEE_ADJUSTMENT, message)
+        invoice: Invoice = await self._inbox.submit(phases.REMOVE_FEE_ADJUSTMENT, message)
         return invoice
 
     @remove_fee_adjustment_sync.validator
     def _validate_remove_fee_adjustment(self, message: RemoveFeeAdjustment) -> None:
-        self._validate(REMOVE_FEE_ADJUSTMENT, message, RemoveFeeAdjustment)
+        self._validate(phases.REMOVE_FEE_ADJUSTMENT, message, RemoveFeeAdjustment)
 
     @workflow.update(name="refresh_invoice_sync")
     async def refresh_invoice_sync(self, message: RefreshInvoice) -> Invoice:
-        invoice: Invoice = await self._inbox.submit(REFRESH_INVOICE, message)
+        invoice: Invoice = await self._inbox.submit(phases.REFRESH_INVOICE, message)
         return invoice
 
     @refresh_invoice_sync.validator
     def _validate_refresh(self, message: RefreshInvoice) -> None:
-        self._validate(REFRESH_INVOICE, message, RefreshInvoice)
+        self._validate(phases.REFRESH_INVOICE, message, RefreshInvoice)
 
     @workflow.update(name="finalize_invoice_sync")
     async def finalize_invoice_sync(self, message: FinalizeInvoice) -> Invoice:
         """Ends the grace period now and returns the finalized (or closed) invoice."""
         self._state.finalize_requested = True  # ends the grace timer at once
-        await self._inbox.submit(FINALIZE_INVOICE, message, answered_by_finalization=True)
-        await workflow.wait_condition(lambda: self._state.phase in FINAL_PHASES)
+        await self._inbox.submit(phases.FINALIZE_INVOICE, message, answered_by_finalization=True)
+        await workflow.wait_condition(lambda: self._state.phase in phases.FINAL_PHASES)
         assert self._state.invoice is not None
         return self._state.invoice
 
     @finalize_invoice_sync.validator
     def _validate_finalize(self, message: FinalizeInvoice) -> None:
-        self._validate(FINALIZE_INVOICE, message, FinalizeInvoice)
+        self._validate(phases.FINALIZE_INVOICE, message, FinalizeInvoice)
 
     # ------------------------------------------------------------------ queries
 
