@@ -61,7 +61,7 @@ class _Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class PeriodPhase(StrEnum):
+class PeriodPhase(StrEnum):  # what each phase accepts: workflows.phases
     OPEN = "open"  # before period end: usage accepted, no invoice yet
     DRAFT = "draft"  # grace period: usage, edits, refresh, finalize-now
     FINALIZING = "finalizing"
@@ -145,8 +145,8 @@ class FinalizeInvoice(_Message):
     reason: str = ""
 
 
-# The receipt of ``add_usage_sync`` is the domain's; named here too for the published schema.
-UsageRejection = RejectedEvent  # the name starter/client.py still imports
+# ``UsageReceipt`` (imported above) is the domain's receipt, listed by ``billing schema``.
+UsageRejection = RejectedEvent  # alias until starter/ imports billing.models.RejectedEvent
 
 
 class RejectedInput(_Message):
