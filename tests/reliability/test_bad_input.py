@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
+from tests.fixtures.periods import PeriodHarness, workflow_task_failures
 from tests.reliability.support import module_harness, snapshot, until
-from tests.workflows.period_support import PeriodHarness, workflow_task_failures
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.messages import MAX_USAGE_BATCH, AddUsage, PeriodPhase, PeriodView, RefreshInvoice
 

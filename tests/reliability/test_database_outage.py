@@ -21,8 +21,8 @@ from billing.models import InvoiceStatus
 from store.db import make_engine, upgrade
 from store.invoices import list_invoices
 from store.webhooks import list_deliveries
+from tests.fixtures.periods import workflow_task_failures
 from tests.reliability.support import counts, free_port, module_harness
-from tests.workflows.period_support import workflow_task_failures
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.messages import AddUsage, FinalizeInvoice
 

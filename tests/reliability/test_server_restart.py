@@ -21,8 +21,8 @@ from starter.binaries import temporal_cli
 from starter.temporal import dev_server_search_attribute_flags
 from store.invoices import list_invoices
 from store.webhooks import list_deliveries
+from tests.fixtures.periods import workflow_task_failures
 from tests.reliability.support import free_port, module_harness, until
-from tests.workflows.period_support import workflow_task_failures
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 

@@ -26,7 +26,7 @@ from store.catalog import apply_coupon, get_wallet, top_up_wallet
 from store.invoices import get_invoice
 from store.usage import list_rejections
 from store.webhooks import list_deliveries
-from tests.workflows.period_support import SECRET, PeriodHarness, harness, workflow_task_failures
+from tests.fixtures.periods import SECRET, PeriodHarness, harness, workflow_task_failures
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.messages import (
     AddUsage,
