@@ -371,8 +371,7 @@ class BillingPeriodWorkflow:
         """Run a store activity; a permanent failure becomes an ``ApplicationError``.
 
         Regular activities, not local ones: with store steps as local activities, two
-        worker processes under a month-end close stop polling workflow tasks for good
-        (bench/README.md, "Tried and reverted").
+        worker processes under a month-end close stop polling workflow tasks for good.
         """
         try:
             return await workflow.execute_activity_method(

@@ -1,13 +1,14 @@
 """The live state of one billing period, shared by the workflow and its helper modules.
 
-The workflow module holds the lifecycle only; its inbox (``workflows.inbox``), its
-presentation (``workflows.presentation``) and its continue-as-new hand-over
-(``workflows.handover``) live in modules of their own, imported through
+The workflow module holds the lifecycle only; its phase rules (``workflows.phases``),
+inbox (``workflows.inbox``), input handlers (``workflows.commands``), presentation
+(``workflows.presentation``) and continue-as-new hand-over (``workflows.handover``) live
+in modules of their own, imported through
 ``workflow.unsafe.imports_passed_through()``. That placement matters: the sandbox
 executes the workflow module again for every period it loads, while passed-through
 modules are loaded once per process. A class that is costly to build (a pydantic model
-costs ~5 ms and ~25 KiB per period, bench/README.md) belongs in a passed-through module,
-never in the workflow module.
+costs ~5 ms and ~25 KiB per period) belongs in a passed-through module, never in the
+workflow module.
 """
 
 from __future__ import annotations
