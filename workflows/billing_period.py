@@ -289,9 +289,6 @@ class BillingPeriodWorkflow:
         """Validators refuse early a missing payload and what the current phase cannot accept."""
         self._inbox.check_payload(kind, message, model)
         self._commands.check_allowed(kind)
-        settings = self._state.settings
-        if isinstance(message, EditFee | RemoveFeeAdjustment) and settings is not None:
-            self._commands.check_charge(message.charge_code)
 
     @workflow.update(name="add_usage_sync")
     async def add_usage_sync(self, message: AddUsage) -> UsageReceipt:
@@ -310,6 +307,7 @@ class BillingPeriodWorkflow:
     @edit_fee_sync.validator
     def _validate_edit_fee(self, message: EditFee) -> None:
         self._validate(phases.EDIT_FEE, message, EditFee)
+        self._commands.check_charge(message.charge_code)
 
     @workflow.update(name="remove_fee_adjustment_sync")
     async def remove_fee_adjustment_sync(self, message: RemoveFeeAdjustment) -> Invoice:
@@ -319,6 +317,7 @@ class BillingPeriodWorkflow:
     @remove_fee_adjustment_sync.validator
     def _validate_remove_fee_adjustment(self, message: RemoveFeeAdjustment) -> None:
         self._validate(phases.REMOVE_FEE_ADJUSTMENT, message, RemoveFeeAdjustment)
+        self._commands.check_charge(message.charge_code)
 
     @workflow.update(name="refresh_invoice_sync")
     async def refresh_invoice_sync(self, message: RefreshInvoice) -> Invoice:

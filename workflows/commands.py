@@ -75,17 +75,20 @@ class PeriodCommands:
     # ------------------------------------------------------------------ the rules
 
     def check_allowed(self, kind: str) -> None:
+        """Refuse ``kind`` when the current phase does not accept it (``workflows.phases``)."""
         state = self._state
         check_allowed(kind, state.phase, invoice=state.invoice, period_end=state.input.period_end)
 
     def check_charge(self, charge_code: str) -> None:
-        """Refuse an edit of a charge the plan does not have (``UnknownCharge``)."""
-        assert self._state.settings is not None
-        charge_codes = self._state.settings.charge_codes
-        if not charge_codes:
-            return  # settings read without the plan's charges: the store checks the edit
+        """Refuse an edit of a charge the plan does not have (``UnknownCharge``).
+
+        Before the settings are loaded, or when they list no charges, the store checks.
+        """
+        settings = self._state.settings
+        if settings is None or not settings.charge_codes:
+            return
         try:
-            require_charge(charge_code, charge_codes)
+            require_charge(charge_code, settings.charge_codes)
         except UnknownCharge as err:
             raise ApplicationError(str(err), type="UnknownCharge", non_retryable=True) from None
 

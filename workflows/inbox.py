@@ -166,7 +166,7 @@ class Inbox:
             for command in self.queue
         )
 
-    def take_usage_batch(
+    def _take_usage_batch(
         self, first: QueuedCommand
     ) -> tuple[list[QueuedCommand], list[UsageEvent]]:
         """``first`` and the usage signals queued right after it, merged into one batch.
@@ -235,7 +235,7 @@ class Inbox:
         record_usage: Callable[[list[UsageEvent]], Awaitable[UsageReceipt]],
     ) -> None:
         """Merge consecutive usage signals into one store call (bounded history)."""
-        batch, events = self.take_usage_batch(first)
+        batch, events = self._take_usage_batch(first)
         if not events:
             return
         try:
