@@ -150,7 +150,7 @@ def build_worker(
         invoices.queue_drafted_webhook,
         invoices.refresh_draft,
         invoices.adjust_fee,
-        invoices.remove_adjustment,
+        invoices.remove_fee_adjustment,
         invoices.finalize_invoice,
         invoices.record_rejection,
         webhooks.deliver_webhook,

@@ -165,9 +165,6 @@ class InvoiceActivities:
     def remove_fee_adjustment(self, request: RemoveFeeAdjustmentRequest) -> Invoice:
         return invoices.remove_fee_adjustment(self._engine, request.invoice_id, request.charge_code)
 
-    # Transitional: workflows/ and worker.py still use the old name until they switch.
-    remove_adjustment = remove_fee_adjustment
-
     @activity.defn
     @_permanent_domain_errors
     def finalize_invoice(self, request: FinalizeRequest) -> FinalizeResult:
@@ -187,7 +184,3 @@ class InvoiceActivities:
             subscription_external_id=request.subscription_external_id,
         )
 
-
-# Transitional: workflows/ imports these names until it switches to the new ones.
-RecordUsageResult = UsageReceipt
-RemoveAdjustmentRequest = RemoveFeeAdjustmentRequest

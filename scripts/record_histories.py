@@ -14,8 +14,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import tempfile
-import uuid
-from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
 from temporalio.api.common.v1 import Payload  # noqa: E402
 from temporalio.api.enums.v1 import EventType  # noqa: E402
 from temporalio.client import WorkflowHandle  # noqa: E402
@@ -34,16 +31,13 @@ from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from billing.models import InvoiceStatus, UsageEvent  # noqa: E402
 from starter.binaries import temporal_test_server  # noqa: E402
 from starter.temporal import register_search_attributes  # noqa: E402
-from starter.webhook_sink import WebhookSink  # noqa: E402
-from store.catalog import load_catalog  # noqa: E402
 from store.db import make_engine, upgrade  # noqa: E402
-from tests.workflows.period_support import (  # noqa: E402
+from tests.fixtures.periods import (  # noqa: E402
     JANUARY,
-    SECRET,
     PeriodHarness,
-    test_catalog,
+    period_catalog,
+    period_harness,
 )
-from worker import build_worker  # noqa: E402
 from workflows.billing_period import BillingPeriodWorkflow  # noqa: E402
 from workflows.messages import AddUsage, EditFee, FinalizeInvoice, RefreshInvoice  # noqa: E402
 
@@ -125,6 +119,13 @@ async def save(handle: WorkflowHandle[Any, Any], name: str) -> None:
     print(f"wrote {path.relative_to(ROOT)} ({len(history.events)} events)")
 
 
+def catalog_with_drafted_webhook(webhook_url: str, suffix: str) -> dict[str, Any]:
+    catalog = period_catalog(webhook_url, suffix)
+    for entity in catalog["billing_entities"]:
+        entity["send_invoice_drafted_webhook"] = True  # record a child workflow too
+    return catalog
+
+
 async def main() -> None:
     HISTORIES.mkdir(parents=True, exist_ok=True)
     env = await WorkflowEnvironment.start_time_skipping(
@@ -132,35 +133,23 @@ async def main() -> None:
         test_server_existing_path=str(temporal_test_server()),
     )
     await register_search_attributes(env.client)
-    sink = WebhookSink(secret=SECRET)
-    await sink.start("127.0.0.1", 0)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             url = f"sqlite:///{Path(tmp) / 'billing.db'}"
             upgrade(url)
             engine = make_engine(url)
-            catalog = test_catalog(sink.url)
-            for entity in catalog["billing_entities"]:
-                entity["send_invoice_drafted_webhook"] = True  # record a child workflow too
-            load_catalog(engine, catalog)
-            task_queue = f"record-{uuid.uuid4()}"
-            with ThreadPoolExecutor(max_workers=8) as executor:
-                async with httpx.AsyncClient() as http:
-                    worker = build_worker(
-                        env.client, engine, http, task_queue=task_queue, executor=executor
-                    )
-                    async with worker:
-                        harness = PeriodHarness(env, engine, sink, task_queue)
-                        for name, scenario in SCENARIOS.items():
-                            handle = await scenario(harness)
-                            await save(handle, name)
-                            for index, child_id in enumerate(await child_workflow_ids(handle)):
-                                child = env.client.get_workflow_handle(child_id)
-                                await child.result()
-                                await save(child, f"webhook_delivery_{name}_{index}")
+            async with period_harness(
+                env, engine, suffix="", catalog=catalog_with_drafted_webhook
+            ) as harness:
+                for name, scenario in SCENARIOS.items():
+                    handle = await scenario(harness)
+                    await save(handle, name)
+                    for index, child_id in enumerate(await child_workflow_ids(handle)):
+                        child = env.client.get_workflow_handle(child_id)
+                        await child.result()
+                        await save(child, f"webhook_delivery_{name}_{index}")
             engine.dispose()
     finally:
-        await sink.stop()
         await env.shutdown()
 
 

@@ -16,7 +16,8 @@ signal (fire and forget)  update (waits for a result)  what it does
 ``finalize_invoice``      ``finalize_invoice_sync``    end the grace period now
 ========================  ===========================  =====================================
 
-Queries: ``invoice`` (:class:`PeriodView`) and ``rejections`` (list of :class:`Rejection`).
+Queries: ``invoice`` (:class:`PeriodView`) and ``rejections`` (list of :class:`RejectedInput`).
+An ``add_usage_sync`` update returns a :class:`billing.models.UsageReceipt`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from billing.models import AdjustedFee, AdjustmentMode, Invoice, UsageEvent
+from billing.models import (
+    AdjustedFee,
+    AdjustmentMode,
+    Invoice,
+    RejectedEvent,
+    UsageEvent,
+    UsageReceipt,
+)
 
 __all__ = [
     "MAX_USAGE_BATCH",
@@ -39,7 +47,7 @@ __all__ = [
     "PeriodPhase",
     "PeriodView",
     "RefreshInvoice",
-    "Rejection",
+    "RejectedInput",
     "RemoveFeeAdjustment",
     "UsageReceipt",
     "UsageRejection",
@@ -53,7 +61,7 @@ class _Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class PeriodPhase(StrEnum):
+class PeriodPhase(StrEnum):  # what each phase accepts: workflows.phases
     OPEN = "open"  # before period end: usage accepted, no invoice yet
     DRAFT = "draft"  # grace period: usage, edits, refresh, finalize-now
     FINALIZING = "finalizing"
@@ -137,19 +145,11 @@ class FinalizeInvoice(_Message):
     reason: str = ""
 
 
-class UsageRejection(_Message):
-    transaction_id: str
-    code: str
-    reason: str
+# ``UsageReceipt`` (imported above) is the domain's receipt, listed by ``billing schema``.
+UsageRejection = RejectedEvent  # alias until starter/ imports billing.models.RejectedEvent
 
 
-class UsageReceipt(_Message):
-    accepted: int = 0
-    duplicates: int = 0
-    rejected: list[UsageRejection] = Field(default_factory=list)
-
-
-class Rejection(_Message):
+class RejectedInput(_Message):
     """An input the workflow refused, kept for operators (also stored in the database)."""
 
     kind: str  # signal or update name

@@ -1,32 +1,34 @@
-"""What a billing period carries from one workflow run to the next (continue-as-new).
+"""The live state of one billing period, shared by the workflow and its helper modules.
 
-These classes live in their own module, passed through the sandbox, rather than in the
-workflow's module: the sandbox executes the workflow module again for every period it
-loads, and building a pydantic model class there cost ~5 ms and ~25 KiB per period
-(bench/README.md).
+The workflow module holds the lifecycle only; its phase rules (``workflows.phases``),
+inbox (``workflows.inbox``), input handlers (``workflows.commands``), presentation
+(``workflows.presentation``) and continue-as-new hand-over (``workflows.handover``) live
+in modules of their own, imported through
+``workflow.unsafe.imports_passed_through()``. That placement matters: the sandbox
+executes the workflow module again for every period it loads, while passed-through
+modules are loaded once per process. A class that is costly to build (a pydantic model
+costs ~5 ms and ~25 KiB per period) belongs in a passed-through module, never in the
+workflow module.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-from pydantic import BaseModel
-from temporalio import workflow
-from temporalio.exceptions import ApplicationError
 
 from activities.invoices import PeriodSettings
 from billing.models import Invoice
-from workflows.messages import BillingPeriodInput, PeriodPhase, Rejection
+from workflows.messages import BillingPeriodInput, PeriodPhase
 
-__all__ = ["CarriedState", "QueuedCommand", "carried_state"]
+__all__ = ["PeriodState"]
 
 
-class CarriedState(BaseModel):
-    """What a period carries over to its next run when it continues as new."""
+@dataclass
+class PeriodState:
+    """Where the period is: its phase, its customer's settings, its invoice, its counters."""
 
-    phase: PeriodPhase
+    input: BillingPeriodInput
+    phase: PeriodPhase = PeriodPhase.OPEN
     settings: PeriodSettings | None = None
     invoice: Invoice | None = None
     grace_period_ends_at: datetime | None = None
@@ -34,26 +36,5 @@ class CarriedState(BaseModel):
     finalize_requested: bool = False
     events_accepted: int = 0
     events_duplicated: int = 0
-    inputs_rejected: int = 0
-    rejections: list[Rejection] = []
-    sequence: int = 0
-
-
-def carried_state(input: BillingPeriodInput) -> CarriedState:
-    """The state handed over by the previous run, or a fresh open period."""
-    if input.carried_state is None:
-        return CarriedState(phase=PeriodPhase.OPEN)
-    return CarriedState.model_validate(input.carried_state)
-
-
-@dataclass
-class QueuedCommand:
-    """One queued mutation; an update waits on ``done`` for its result or error."""
-
-    kind: str
-    message: Any  # the validated model; a usage signal's decoded payload until applied
-    from_update: bool
-    done: bool = False
-    result: Any = None
-    error: ApplicationError | None = None
-    received_at: datetime = field(default_factory=lambda: workflow.now())
+    webhooks_delivered: int = 0
+    webhooks_failed: int = 0

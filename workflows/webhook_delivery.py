@@ -15,7 +15,8 @@ result too: a failed webhook is a visible state of the delivery, not a failed wo
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Awaitable
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import (
@@ -41,6 +42,7 @@ __all__ = [
     "DEFAULT_RETRY_WINDOW",
     "WebhookDeliveryInput",
     "WebhookDeliveryWorkflow",
+    "deliver_webhook",
     "webhook_delivery_workflow_id",
 ]
 
@@ -62,6 +64,20 @@ def webhook_delivery_workflow_id(delivery_id: str, n: int) -> str:
     return f"webhook-delivery/{delivery_id}/{n}"
 
 
+def deliver_webhook(
+    delivery_id: str, give_up_at: datetime, window: timedelta
+) -> Awaitable[DeliveryResult]:
+    """Run the delivery activity, retried with backoff for ``window`` (from a workflow)."""
+    return workflow.execute_activity_method(
+        WebhookActivities.deliver_webhook,
+        DeliverWebhookRequest(delivery_id=delivery_id, give_up_at=give_up_at),
+        start_to_close_timeout=WEBHOOK_ATTEMPT_TIMEOUT,
+        schedule_to_close_timeout=window + WEBHOOK_SCHEDULE_SLACK,
+        retry_policy=WEBHOOK_RETRY_POLICY,
+        summary=f"deliver webhook {delivery_id}",
+    )
+
+
 @workflow.defn
 class WebhookDeliveryWorkflow:
     """Deliver one webhook (outbox row), retried with backoff inside a bounded window."""
@@ -78,14 +94,7 @@ class WebhookDeliveryWorkflow:
         window = timedelta(seconds=input.retry_window_seconds)
         give_up_at = workflow.now() + window
         try:
-            return await workflow.execute_activity_method(
-                WebhookActivities.deliver_webhook,
-                DeliverWebhookRequest(delivery_id=input.delivery_id, give_up_at=give_up_at),
-                start_to_close_timeout=WEBHOOK_ATTEMPT_TIMEOUT,
-                schedule_to_close_timeout=window + WEBHOOK_SCHEDULE_SLACK,
-                retry_policy=WEBHOOK_RETRY_POLICY,
-                summary=f"deliver webhook {input.delivery_id}",
-            )
+            return await deliver_webhook(input.delivery_id, give_up_at, window)
         except ActivityError as err:
             if is_cancelled_exception(err):
                 raise

@@ -2,7 +2,7 @@
 
 One stack per session: the ``dev_env`` dev server, a migrated SQLite file with the
 example catalog (its webhook endpoint pointed at a local sink), and a worker on a fresh
-task queue running in the test process. Tests use distinct subscriptions or periods so
+task queue running in the test process (``running_stack`` of tests/fixtures/periods.py). Tests use distinct subscriptions or periods so
 they never step on each other.
 """
 
@@ -14,12 +14,10 @@ import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import pytest_asyncio
 import sqlalchemy
@@ -30,7 +28,7 @@ from temporalio.testing import WorkflowEnvironment
 from services.catalog import load_catalog
 from starter.webhook_sink import WebhookSink
 from store.db import make_engine, upgrade
-from worker import build_worker
+from tests.fixtures.periods import running_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "whsec_e2e_tests"
@@ -101,9 +99,6 @@ async def stack(
     database_url = f"sqlite:///{tmp_path_factory.mktemp('e2e') / 'billing.db'}"
     await asyncio.to_thread(upgrade, database_url)
     engine = make_engine(database_url)
-    sink = WebhookSink(secret=SECRET)
-    await sink.start("127.0.0.1", 0)
-    load_catalog(engine, example_catalog(f"{sink.url}"))
     task_queue = f"e2e-{uuid.uuid4()}"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("BILLING_", "TEMPORAL_"))},
@@ -114,15 +109,16 @@ async def stack(
         "COLUMNS": "200",
     }
     try:
-        with ThreadPoolExecutor(max_workers=16) as executor:
-            async with httpx.AsyncClient() as http:
-                worker = build_worker(
-                    dev_env.client, engine, http, task_queue=task_queue, executor=executor
-                )
-                async with worker:
-                    yield Stack(dev_env.client, engine, sink, env, task_queue)
+        async with running_stack(
+            dev_env.client,
+            engine,
+            example_catalog,
+            task_queue=task_queue,
+            secret=SECRET,
+            threads=16,
+        ) as sink:
+            yield Stack(dev_env.client, engine, sink, env, task_queue)
     finally:
-        await sink.stop()
         engine.dispose()
 
 

@@ -1,27 +1,20 @@
-"""Shared helpers of the fault and bad-input tests: a module-wide period harness on SQLite,
-store snapshots, and bounded waiting."""
+"""Shared helpers of the fault and bad-input tests: a module-wide period harness on its own
+database (tests/fixtures/periods.py), store snapshots, and bounded waiting."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import socket
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
-import sqlalchemy
 from sqlalchemy import Engine, text
 from temporalio.testing import WorkflowEnvironment
 
-from services.catalog import load_catalog
-from starter.webhook_sink import WebhookSink
 from store.db import make_engine, upgrade
-from tests.workflows.period_support import SECRET, PeriodHarness, test_catalog
-from worker import build_worker
+from tests.fixtures.periods import PeriodHarness, period_harness
 
 __all__ = ["counts", "free_port", "module_harness", "snapshot", "until"]
 
@@ -110,24 +103,9 @@ async def module_harness(
     url = database_url or f"sqlite:///{directory / 'billing.db'}"
     if database_url is None:
         upgrade(url)
-    engine: sqlalchemy.Engine = make_engine(url)
-    task_queue = f"reliability-{uuid.uuid4()}"
-    suffix = f"-{uuid.uuid4().hex[:8]}"
-    sink = WebhookSink(secret=SECRET)
-    await sink.start("127.0.0.1", 0)
-    load_catalog(engine, test_catalog(sink.url, suffix))
+    engine = make_engine(url)
     try:
-        with ThreadPoolExecutor(max_workers=16) as executor:
-            async with httpx.AsyncClient() as http:
-                worker = build_worker(
-                    env.client, engine, http, task_queue=task_queue, executor=executor
-                )
-                async with worker:
-                    harness = PeriodHarness(env, engine, sink, task_queue, suffix)
-                    try:
-                        yield harness
-                    finally:
-                        await harness.stop_leftovers()
+        async with period_harness(env, engine, threads=16) as harness:
+            yield harness
     finally:
-        await sink.stop()
         engine.dispose()

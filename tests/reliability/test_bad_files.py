@@ -18,8 +18,8 @@ from sqlalchemy import Engine, text
 from billing.errors import InvalidCatalog
 from services.catalog import load_catalog
 from store.db import make_engine, upgrade
+from tests.fixtures.periods import period_catalog
 from tests.reliability.support import free_port
-from tests.workflows.period_support import test_catalog as period_catalog
 
 pytestmark = [pytest.mark.fault]
 

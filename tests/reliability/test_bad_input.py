@@ -18,11 +18,12 @@ import pytest
 import pytest_asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import text
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
+from tests.fixtures.periods import PeriodHarness, workflow_task_failures
 from tests.reliability.support import module_harness, snapshot, until
-from tests.workflows.period_support import PeriodHarness, workflow_task_failures
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.messages import MAX_USAGE_BATCH, AddUsage, PeriodPhase, PeriodView, RefreshInvoice
 
@@ -401,9 +402,12 @@ async def test_null_update_payload_is_refused(
 async def test_event_in_december_9999_is_rejected(
     temporal_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
+    """An event whose own billing period would end past year 9999: refused with a reason
+    that says so, and neither a usage row nor the draft changes."""
     async with module_harness(temporal_env, tmp_path) as harness:
         handle = harness.latest(await harness.start("sub_inherit_true"))
-        await harness.wait_for_draft(handle)
+        draft = await harness.wait_for_draft(handle)
+        stored = snapshot(harness.engine)
         event = harness.event(
             "far-future",
             "api_calls",
@@ -411,12 +415,29 @@ async def test_event_in_december_9999_is_rejected(
             sub="sub_inherit_true",
         )
         await handle.signal(BillingPeriodWorkflow.add_usage, AddUsage(events=[event]))
-        await until(
+        view = await until(
             lambda: harness.view(handle),
             lambda v: v.inputs_rejected >= 1,
             timeout=8,
             what="rejection of the December 9999 event",
         )
+        rejections = await handle.query(BillingPeriodWorkflow.rejections)
+        assert [(r.kind, r.reason) for r in rejections] == [
+            (
+                "add_usage",
+                "event far-future: timestamp 9999-12-31T23:59:00Z is outside the period "
+                "2026-01-01..2026-01-31; it is too far from any billing period to be billed",
+            )
+        ]
+        assert view.inputs_rejected == 1
+        assert view.events_accepted == draft.events_accepted == 0
+        assert view.invoice == draft.invoice
+        assert snapshot(harness.engine) == stored
+        with harness.engine.connect() as connection:
+            usage_rows = connection.execute(
+                text("SELECT count(*) FROM usage_events WHERE transaction_id = 'far-future'")
+            ).scalar_one()
+        assert usage_rows == 0
 
 
 # --------------------------------------------------------------------------- hypothesis

@@ -21,8 +21,10 @@ from billing.models import InvoiceStatus
 from services.invoices import list_invoices
 from services.webhooks import list_deliveries
 from store.db import make_engine, upgrade
+from services.invoices import list_invoices
+from services.webhooks import list_deliveries
+from tests.fixtures.periods import workflow_task_failures
 from tests.reliability.support import counts, free_port, module_harness
-from tests.workflows.period_support import workflow_task_failures
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.messages import AddUsage, FinalizeInvoice
 

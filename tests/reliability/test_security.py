@@ -24,8 +24,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from billing.models import InvoiceStatus
 from billing.signature import sign, verify_signature
+from tests.fixtures.periods import SECRET
 from tests.reliability.support import free_port, module_harness
-from tests.workflows.period_support import SECRET
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.messages import AddUsage, FinalizeInvoice
 
@@ -115,7 +115,7 @@ def _cli(args: list[str], env: dict[str, str]) -> str:
 
 @pytest.mark.postgres
 def test_secrets_never_appear_in_cli_output(secret_database_url: str, tmp_path: Path) -> None:
-    from tests.workflows.period_support import test_catalog as period_catalog
+    from tests.fixtures.periods import period_catalog
 
     catalog = period_catalog("http://127.0.0.1:9/hook")
     catalog["webhook_endpoints"][0]["secret"] = WEBHOOK_SECRET

@@ -21,8 +21,10 @@ from services.invoices import list_invoices
 from services.webhooks import list_deliveries
 from starter.binaries import temporal_cli
 from starter.temporal import dev_server_search_attribute_flags
+from services.invoices import list_invoices
+from services.webhooks import list_deliveries
+from tests.fixtures.periods import workflow_task_failures
 from tests.reliability.support import free_port, module_harness, until
-from tests.workflows.period_support import workflow_task_failures
 
 pytestmark = [pytest.mark.fault, pytest.mark.integration]
 

@@ -16,8 +16,8 @@ from activities.webhooks import WEBHOOK_HTTP_TIMEOUT
 from billing.models import InvoiceStatus
 from services.invoices import list_invoices
 from services.webhooks import list_deliveries
+from tests.fixtures.periods import workflow_task_failures
 from tests.reliability.support import counts, module_harness, until
-from tests.workflows.period_support import workflow_task_failures
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.messages import FinalizeInvoice
 

@@ -26,7 +26,7 @@ from services.coupons import apply_coupon, get_wallet, top_up_wallet
 from services.invoices import get_invoice
 from services.rejections import list_rejections
 from services.webhooks import list_deliveries
-from tests.workflows.period_support import SECRET, PeriodHarness, harness, workflow_task_failures
+from tests.fixtures.periods import SECRET, PeriodHarness, harness, workflow_task_failures
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.messages import (
     AddUsage,
@@ -227,8 +227,8 @@ async def test_usage_received_in_grace_is_billed_when_the_grace_ends_during_a_re
     harness: PeriodHarness,
 ) -> None:
     """A usage batch that arrives inside the grace period while the draft is being
-    refreshed is billed, even when the grace period ends before the refresh does (it
-    used to be refused as late: "invoice ... is finalized")."""
+    refreshed is billed, even when the grace period ends before the refresh does (without
+    the ``apply-inputs-received-before-deadline`` patch it is refused as late)."""
     # The refresh comes 60 s after the usage; the grace period ends 10 s after that. Time
     # skips up to the refresh, then runs on the clock while the refresh waits on the lock.
     handle = await harness.start("sub_pro", grace_period_seconds=70, refresh_debounce_seconds=60)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 
-import httpx
 import pytest
 import sqlalchemy
 from temporalio.testing import WorkflowEnvironment
@@ -15,9 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 from billing.models import InvoiceStatus
 from services.catalog import load_catalog
 from starter.periods import start_period
-from starter.webhook_sink import WebhookSink
-from tests.workflows.period_support import SECRET, period_catalog
-from worker import build_worker
+from tests.fixtures.periods import period_catalog, running_stack
 from workflows.messages import BillingPeriodInput
 from workflows.search_attributes import INVOICE_NUMBER
 
@@ -30,24 +27,19 @@ async def test_full_period_is_visible_to_list_queries(
     client = dev_env.client
     task_queue = f"dev-{uuid.uuid4()}"
     suffix = f"-{uuid.uuid4().hex[:8]}"
-    async with WebhookSink(secret=SECRET) as sink:
-        load_catalog(engine, period_catalog(sink.url, suffix))
-        with ThreadPoolExecutor(max_workers=4) as executor:
-            async with (
-                httpx.AsyncClient() as http,
-                build_worker(client, engine, http, task_queue=task_queue, executor=executor),
-            ):
-                handle = await start_period(
-                    client,
-                    BillingPeriodInput(
-                        subscription_external_id=f"sub_pro{suffix}",
-                        period_start=datetime(2026, 1, 1, tzinfo=UTC),
-                        period_end=datetime(2026, 2, 1, tzinfo=UTC),
-                        grace_period_seconds=1,
-                    ),
-                    task_queue=task_queue,
-                )
-                invoice = await asyncio.wait_for(handle.result(), timeout=60)
+    catalog = partial(period_catalog, suffix=suffix)
+    async with running_stack(client, engine, catalog, task_queue=task_queue, threads=4) as sink:
+        handle = await start_period(
+            client,
+            BillingPeriodInput(
+                subscription_external_id=f"sub_pro{suffix}",
+                period_start=datetime(2026, 1, 1, tzinfo=UTC),
+                period_end=datetime(2026, 2, 1, tzinfo=UTC),
+                grace_period_seconds=1,
+            ),
+            task_queue=task_queue,
+        )
+        invoice = await asyncio.wait_for(handle.result(), timeout=60)
         assert invoice.status == InvoiceStatus.FINALIZED
         assert len(sink.accepted) == 1
 

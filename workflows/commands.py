@@ -1,0 +1,197 @@
+"""How each input changes a billing period: one handler per message type.
+
+:class:`PeriodCommands` applies the commands that :class:`workflows.inbox.Inbox` queued,
+each after the phase rule of ``workflows.phases``: usage is recorded in the store, fee
+edits and refreshes change the draft (ahead of any backlog: an operator waits on them),
+finalize-now ends the grace period. Each handler returns what the update's sender gets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel
+from temporalio import workflow
+from temporalio.common import Priority
+from temporalio.exceptions import ApplicationError
+
+from activities.invoices import (
+    FeeAdjustmentRequest,
+    InvoiceActivities,
+    InvoiceRef,
+    RecordUsageRequest,
+    RemoveFeeAdjustmentRequest,
+)
+from billing.errors import UnknownCharge
+from billing.models import Invoice, RejectedEvent, UsageEvent, UsageReceipt
+from billing.plans import require_charge
+from workflows import presentation
+from workflows.inbox import Inbox, QueuedCommand, StoreCall
+from workflows.messages import (
+    AddUsage,
+    EditFee,
+    FinalizeInvoice,
+    PeriodPhase,
+    RefreshInvoice,
+    RemoveFeeAdjustment,
+)
+from workflows.period_state import PeriodState
+from workflows.phases import ADD_USAGE, check_allowed
+
+__all__ = ["EDIT_PRIORITY", "PeriodCommands"]
+
+# An operator waits on an edit: its activity goes ahead of a month-end close's backlog
+# (Temporal's task-queue priority; 3 is the default of every other activity).
+EDIT_PRIORITY = Priority(priority_key=1)
+
+
+class PeriodCommands:
+    """The handlers of a period's inputs, dispatched by message type."""
+
+    def __init__(self, state: PeriodState, inbox: Inbox, store: StoreCall) -> None:
+        self._state = state
+        self._inbox = inbox
+        self._store = store
+        self._handlers: dict[type[BaseModel], Callable[[Any], Awaitable[Any]]] = {
+            AddUsage: self.add_usage,
+            EditFee: self.edit_fee,
+            RemoveFeeAdjustment: self.remove_fee_adjustment,
+            RefreshInvoice: self.refresh_invoice,
+            FinalizeInvoice: self.request_finalize,
+        }
+
+    async def apply_queued(self) -> None:
+        """Work off the inbox: every queued command, in arrival order."""
+        await self._inbox.work_off(self.apply, self.record_usage_signals, self._store)
+
+    async def apply(self, command: QueuedCommand) -> Any:
+        """Apply one command; refusals are ``ApplicationError`` s with a clear message."""
+        self.check_allowed(command.kind)
+        return await self._handlers[type(command.message)](command.message)
+
+    # ------------------------------------------------------------------ the rules
+
+    def check_allowed(self, kind: str) -> None:
+        """Refuse ``kind`` when the current phase does not accept it (``workflows.phases``)."""
+        state = self._state
+        check_allowed(kind, state.phase, invoice=state.invoice, period_end=state.input.period_end)
+
+    def check_charge(self, charge_code: str) -> None:
+        """Refuse an edit of a charge the plan does not have (``UnknownCharge``).
+
+        Before the settings are loaded, or when they list no charges, the store checks.
+        """
+        settings = self._state.settings
+        if settings is None or not settings.charge_codes:
+            return
+        try:
+            require_charge(charge_code, settings.charge_codes)
+        except UnknownCharge as err:
+            raise ApplicationError(str(err), type="UnknownCharge", non_retryable=True) from None
+
+    # ------------------------------------------------------------------ the handlers
+
+    async def add_usage(self, message: AddUsage) -> UsageReceipt:
+        return await self.record_usage(message.events)
+
+    async def edit_fee(self, message: EditFee) -> Invoice:
+        invoice = self._draft()
+        self.check_charge(message.charge_code)
+        return await self._change_draft(
+            InvoiceActivities.adjust_fee,
+            FeeAdjustmentRequest(invoice_id=invoice.id, adjustment=message.to_adjustment()),
+            summary=f"edit fee {message.charge_code} ({message.mode.value})",
+        )
+
+    async def remove_fee_adjustment(self, message: RemoveFeeAdjustment) -> Invoice:
+        invoice = self._draft()
+        self.check_charge(message.charge_code)
+        return await self._change_draft(
+            InvoiceActivities.remove_fee_adjustment,
+            RemoveFeeAdjustmentRequest(invoice_id=invoice.id, charge_code=message.charge_code),
+            summary=f"remove adjustment of {message.charge_code}",
+        )
+
+    async def refresh_invoice(self, message: RefreshInvoice) -> Invoice:
+        invoice = self._draft()
+        self._state.invoice = await self._store(
+            InvoiceActivities.refresh_draft,
+            InvoiceRef(invoice_id=invoice.id),
+            summary="refresh draft invoice",
+            priority=EDIT_PRIORITY,
+        )
+        self._state.refresh_due_at = None
+        return self._shown()
+
+    async def request_finalize(self, message: FinalizeInvoice) -> Invoice:
+        self._state.finalize_requested = True
+        return self._draft()
+
+    # ------------------------------------------------------------------ usage and refresh
+
+    async def record_usage_signals(self, events: list[UsageEvent]) -> UsageReceipt:
+        """Record the merged events of usage signals, if the phase still accepts usage."""
+        self.check_allowed(ADD_USAGE)
+        return await self.record_usage(events)
+
+    async def record_usage(self, events: list[UsageEvent]) -> UsageReceipt:
+        """Record usage; accepted usage on the draft schedules a (debounced) refresh."""
+        state = self._state
+        result: UsageReceipt = await self._store(
+            InvoiceActivities.record_usage,
+            RecordUsageRequest(
+                subscription_external_id=state.input.subscription_external_id,
+                period_start=state.input.period_start,
+                period_end=state.input.period_end,
+                events=events,
+            ),
+            summary=f"record {len(events)} usage events",
+        )
+        state.events_accepted += result.accepted
+        state.events_duplicated += result.duplicates
+        if result.accepted and state.phase == PeriodPhase.DRAFT and state.refresh_due_at is None:
+            # Debounce: a burst of late usage costs one refresh of the draft.
+            state.refresh_due_at = workflow.now() + timedelta(
+                seconds=state.input.refresh_debounce_seconds
+            )
+        return UsageReceipt(
+            accepted=result.accepted,
+            duplicates=result.duplicates,
+            rejected=[
+                RejectedEvent(transaction_id=r.transaction_id, code=r.code, reason=r.reason)
+                for r in result.rejected
+            ],
+        )
+
+    async def refresh_when_due(self) -> None:
+        """The debounced refresh after late usage, once its time has come."""
+        state = self._state
+        if state.refresh_due_at is not None and workflow.now() >= state.refresh_due_at:
+            if state.phase == PeriodPhase.DRAFT:
+                state.invoice = await self._store(
+                    InvoiceActivities.refresh_draft,
+                    InvoiceRef(invoice_id=self._draft().id),
+                    summary="refresh draft invoice",
+                )
+                self._shown()
+            state.refresh_due_at = None
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _change_draft(self, activity: Any, request: BaseModel, *, summary: str) -> Invoice:
+        self._state.invoice = await self._store(
+            activity, request, summary=summary, priority=EDIT_PRIORITY
+        )
+        return self._shown()
+
+    def _shown(self) -> Invoice:
+        """The changed draft, shown in the search attributes and the UI details."""
+        presentation.upsert_invoice_attributes(self._state)
+        presentation.show_details(self._state, self._inbox)
+        return self._draft()
+
+    def _draft(self) -> Invoice:
+        assert self._state.invoice is not None
+        return self._state.invoice

@@ -1,0 +1,339 @@
+"""The billing period's inbox: what arrives, what waits, what is refused and why.
+
+Every mutation arrives as a signal (fire and forget) or an update (the sender waits for
+the result). Both become a :class:`QueuedCommand` in one queue that the workflow's main
+loop works off in arrival order, so the invoice changes one step at a time.
+
+- A signal's payload is decoded and validated here, never raised: a malformed one is
+  refused with its reason. Usage signals are only checked for shape on arrival; their
+  events are validated when consecutive batches are merged into one store call.
+- An update's payload arrives typed; its validator refuses a wrong type early.
+- A refused input becomes a :class:`RejectedInput` (query ``rejections``, the latest
+  :data:`KEPT_REJECTIONS`) and a row of the ``rejected_inputs`` table, stored by
+  :meth:`Inbox.store_rejections` with an idempotency key of workflow run and sequence.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from temporalio import workflow
+from temporalio.common import RawValue
+from temporalio.exceptions import ApplicationError
+
+from activities.invoices import InvoiceActivities, RecordRejectionRequest
+from billing.models import Invoice, UsageEvent, UsageReceipt
+from workflows.messages import AddUsage, RejectedInput
+from workflows.phases import ADD_USAGE
+
+__all__ = [
+    "KEPT_REJECTIONS",
+    "MAX_EVENTS_PER_ACTIVITY",
+    "Inbox",
+    "QueuedCommand",
+    "StoreCall",
+    "batch_size",
+]
+
+KEPT_REJECTIONS = 100  # the query shows the latest ones; the database keeps all
+MAX_EVENTS_PER_ACTIVITY = 2000  # usage signals merged into one store call, far below 2 MB
+
+StoreCall = Callable[..., Awaitable[Any]]
+"""The workflow's way to run a store activity: ``store(activity, request, summary=...)``."""
+
+
+@dataclass
+class QueuedCommand:
+    """One queued mutation; an update waits on ``done`` for its result or error.
+
+    ``answered_by_finalization`` marks a finalize-now update: it asks for the final
+    invoice, so finalization itself answers it when it is still queued then.
+    """
+
+    kind: str
+    message: Any  # the validated model; a usage signal's decoded payload until applied
+    from_update: bool
+    answered_by_finalization: bool = False
+    done: bool = False
+    result: Any = None
+    error: ApplicationError | None = None
+    received_at: datetime = field(default_factory=lambda: workflow.now())
+
+
+class Inbox:
+    """The queue of accepted inputs and the record of refused ones."""
+
+    def __init__(
+        self,
+        subscription_external_id: str,
+        *,
+        rejections: Iterable[RejectedInput] = (),
+        inputs_rejected: int = 0,
+        sequence: int = 0,
+    ) -> None:
+        self.queue: deque[QueuedCommand] = deque()
+        self.rejections: deque[RejectedInput] = deque(rejections, maxlen=KEPT_REJECTIONS)
+        self.inputs_rejected = inputs_rejected
+        self.sequence = sequence  # numbers refusals across runs: their idempotency key
+        self.signals_this_run = 0
+        self.updates_this_run = 0
+        self.unstored: list[RecordRejectionRequest] = []
+        self._subscription_external_id = subscription_external_id
+
+    # ------------------------------------------------------------------ arrival
+
+    def receive_signal(
+        self,
+        kind: str,
+        model: type[BaseModel],
+        args: Sequence[Any],
+        *,
+        judge_now: Callable[[str], None] | None,
+    ) -> bool:
+        """Decode and queue a signal; False when it was refused (and recorded).
+
+        ``judge_now`` is the phase check when the main loop no longer applies inputs:
+        the signal is refused at once instead of waiting in the queue.
+        """
+        self.signals_this_run += 1
+        message: Any
+        try:
+            if len(args) != 1:
+                raise ValueError(f"expected one argument, got {len(args)}")
+            payload = _decoded(args[0])
+            if model is AddUsage:
+                # Only the shape here; the events are validated when the batch is applied.
+                if not isinstance(payload, dict) or not isinstance(payload.get("events"), list):
+                    raise ValueError("expected an object with a list of events")
+                message = payload
+            else:
+                message = model.model_validate(payload)
+        except (ValidationError, ValueError, TypeError, UnicodeDecodeError) as err:
+            self.reject(kind, f"malformed {kind} payload: {_short_error(err)}", excerpt(args))
+            return False
+        if judge_now is not None:
+            try:
+                judge_now(kind)
+            except ApplicationError as err:
+                self.reject(kind, err.message, message)
+                return False
+        self.queue.append(QueuedCommand(kind, message, from_update=False))
+        return True
+
+    def receive_unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        self.signals_this_run += 1
+        self.reject(name, f"unknown signal {name!r}", excerpt(args))
+
+    @staticmethod
+    def check_payload(kind: str, message: Any, model: type[BaseModel]) -> None:
+        """An update validator's first check: a missing or mistyped payload."""
+        if not isinstance(message, model):
+            raise ApplicationError(
+                f"{kind}: expected a {model.__name__} object, got {type(message).__name__}",
+                type="MalformedPayload",
+                non_retryable=True,
+            )
+
+    async def submit(
+        self, kind: str, message: BaseModel, *, answered_by_finalization: bool = False
+    ) -> Any:
+        """Queue an update's command and wait for its result; its refusal is raised."""
+        self.updates_this_run += 1
+        command = QueuedCommand(
+            kind, message, from_update=True, answered_by_finalization=answered_by_finalization
+        )
+        self.queue.append(command)
+        await workflow.wait_condition(lambda: command.done)
+        if command.error is not None:
+            raise command.error
+        return command.result
+
+    # ------------------------------------------------------------------ working off
+
+    def holds_inputs_before(self, deadline: datetime) -> bool:
+        """Whether inputs received before ``deadline`` still wait to be applied.
+
+        A finalize-now update holds nothing back: finalization answers it.
+        """
+        return any(
+            command.received_at < deadline and not command.answered_by_finalization
+            for command in self.queue
+        )
+
+    def _take_usage_batch(
+        self, first: QueuedCommand
+    ) -> tuple[list[QueuedCommand], list[UsageEvent]]:
+        """``first`` and the usage signals queued right after it, merged into one batch.
+
+        Usage signals are validated here, one merged batch per step, not in the signal
+        handler: a burst of large batches would otherwise be checked in one workflow task
+        and trip the SDK's deadlock detector. A malformed one is refused and done.
+        """
+        batch: list[QueuedCommand] = []
+        events: list[UsageEvent] = []
+        command = first
+        while True:
+            try:
+                message = AddUsage.model_validate(command.message)
+            except ValidationError as err:
+                reason = f"malformed add_usage payload: {_short_error(err)}"
+                self.reject(ADD_USAGE, reason, excerpt([command.message]))
+                command.done = True
+            else:
+                batch.append(command)
+                events.extend(message.events)
+            following = self.queue[0] if self.queue else None
+            if (
+                following is None
+                or following.kind != ADD_USAGE
+                or following.from_update
+                or len(events) + batch_size(following.message) > MAX_EVENTS_PER_ACTIVITY
+            ):
+                return batch, events
+            command = self.queue.popleft()
+
+    def answer_finalization(self, invoice: Invoice) -> None:
+        """Finalize-now updates still queued are answered by the final ``invoice``."""
+        for command in [c for c in self.queue if c.answered_by_finalization]:
+            self.queue.remove(command)
+            command.result = invoice
+            command.done = True
+
+    async def work_off(
+        self,
+        apply: Callable[[QueuedCommand], Awaitable[Any]],
+        record_usage: Callable[[list[UsageEvent]], Awaitable[UsageReceipt]],
+        store: StoreCall,
+    ) -> None:
+        """Apply every queued command in arrival order, then store the refusals.
+
+        ``apply`` answers one command (its refusal is an ``ApplicationError``); usage
+        signals go to ``record_usage`` in merged batches.
+        """
+        while self.queue:
+            command = self.queue.popleft()
+            if command.kind == ADD_USAGE and not command.from_update:
+                await self._apply_usage_signals(command, record_usage)
+                continue
+            try:
+                command.result = await apply(command)
+            except ApplicationError as err:
+                command.error = err
+                self.reject(command.kind, err.message, command.message)
+            command.done = True
+        await self.store_rejections(store)
+
+    async def _apply_usage_signals(
+        self,
+        first: QueuedCommand,
+        record_usage: Callable[[list[UsageEvent]], Awaitable[UsageReceipt]],
+    ) -> None:
+        """Merge consecutive usage signals into one store call (bounded history)."""
+        batch, events = self._take_usage_batch(first)
+        if not events:
+            return
+        try:
+            receipt = await record_usage(events)
+        except ApplicationError as err:
+            for command in batch:
+                self.reject(ADD_USAGE, err.message, f"{batch_size(command.message)} events")
+        else:
+            for rejected in receipt.rejected:
+                self.reject(ADD_USAGE, f"event {rejected.transaction_id}: {rejected.reason}", None)
+        for command in batch:
+            command.done = True
+
+    async def refuse_remaining(self, check: Callable[[str], None], store: StoreCall) -> None:
+        """After finalization nothing is applied any more: refuse what is queued or arrives
+        until every handler has finished, telling each sender why."""
+        while True:
+            while self.queue:
+                command = self.queue.popleft()
+                try:
+                    check(command.kind)
+                except ApplicationError as err:
+                    command.error = err
+                    self.reject(command.kind, err.message, command.message)
+                command.done = True
+            await self.store_rejections(store)
+            await workflow.wait_condition(
+                lambda: workflow.all_handlers_finished() or bool(self.queue)
+            )
+            if not self.queue:
+                return
+
+    # ------------------------------------------------------------------ refusals
+
+    def reject(self, kind: str, reason: str, message: Any) -> None:
+        """Record a refused input for the query and for the database."""
+        self.sequence += 1
+        self.inputs_rejected += 1
+        if isinstance(message, BaseModel):
+            payload = message.model_dump_json()[:500]
+        elif isinstance(message, str) or message is None:
+            payload = message or ""
+        else:
+            payload = excerpt([message])
+        self.rejections.append(
+            RejectedInput(
+                kind=kind, reason=reason, received_at=workflow.now(), payload_excerpt=payload
+            )
+        )
+        info = workflow.info()
+        self.unstored.append(
+            RecordRejectionRequest(
+                key=f"{info.workflow_id}/{info.run_id}/{self.sequence}",
+                source=info.workflow_id,
+                kind=kind,
+                payload=payload,
+                reason=reason,
+                subscription_external_id=self._subscription_external_id,
+            )
+        )
+        workflow.logger.info("rejected %s: %s", kind, reason)
+
+    async def store_rejections(self, store: StoreCall) -> None:
+        """Store every recorded refusal, one activity each, in the order they happened."""
+        while self.unstored:
+            request = self.unstored.pop(0)
+            await store(
+                InvoiceActivities.record_rejection,
+                request,
+                summary=f"record rejected {request.kind}",
+            )
+
+
+def batch_size(payload: Any) -> int:
+    """The number of events of a usage signal's decoded payload (0 when not a list)."""
+    events = payload.get("events") if isinstance(payload, dict) else None
+    return len(events) if isinstance(events, list) else 0
+
+
+def excerpt(args: Sequence[Any]) -> str:
+    """The start of the JSON of a signal's arguments, for an operator to read."""
+    try:
+        return json.dumps([_decoded(a) for a in args], default=str)[:500]
+    except Exception:  # an excerpt is best effort: the rejection itself must be recorded
+        return f"<{len(args)} undecodable payload(s)>"
+
+
+def _short_error(err: Exception) -> str:
+    if isinstance(err, ValidationError):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}"
+            for e in err.errors()[:5]
+        )
+    return str(err)[:300]
+
+
+def _decoded(arg: Any) -> Any:
+    """Signal arguments arrive as decoded JSON; dynamic handlers get raw payloads."""
+    if isinstance(arg, RawValue):
+        return workflow.payload_converter().from_payload(arg.payload)
+    return arg
