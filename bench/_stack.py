@@ -30,8 +30,8 @@ from sqlalchemy import text
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from starter.binaries import temporal_cli
-from starter.temporal import dev_server_search_attribute_flags
+from config.binaries import temporal_cli
+from config.temporal import dev_server_search_attribute_flags
 from store.catalog import load_catalog
 from store.db import make_engine, upgrade
 

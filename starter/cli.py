@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from billing.models import UsageEvent
-from starter.settings import Settings
+from config.settings import Settings
 
 if TYPE_CHECKING:
     import sqlalchemy
@@ -157,8 +157,8 @@ def _run(work: Callable[[BillingClient], Awaitable[T]]) -> T:
     from starter.errors import BillingClientError, InvalidRequest
 
     async def main() -> T:
+        from config.temporal import connect
         from starter.client import BillingClient
-        from starter.temporal import connect
         from store.db import make_engine
 
         settings = Settings()

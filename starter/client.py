@@ -2,7 +2,7 @@
 
 Usage::
 
-    client = await starter.temporal.connect(settings)
+    client = await config.temporal.connect(settings)
     billing = BillingClient(client, make_engine(settings.database_url),
                             task_queue=settings.task_queue)
     report = await billing.send_usage([UsageEvent(...), ...])

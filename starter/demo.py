@@ -28,12 +28,12 @@ from urllib.parse import quote
 import yaml
 
 from billing.models import AdjustmentMode, Invoice, InvoiceStatus, UsageEvent
+from config.settings import Settings
+from config.temporal import connect
 from starter.client import BillingClient, LaunchStatus, PeriodRef
 from starter.dev import webhook_secret
 from starter.errors import BillingClientError
 from starter.output import console, invoice_table, invoices_table
-from starter.settings import Settings
-from starter.temporal import connect
 from store.catalog import load_catalog
 from store.db import make_engine
 from store.webhooks import list_deliveries

@@ -2,7 +2,7 @@
 
 Usage::
 
-    client = await starter.temporal.connect()
+    client = await config.temporal.connect()
     result = await retry_delivery(client, engine, "dlv_...", task_queue=settings.task_queue)
     print(result.status, result.attempts, result.last_http_status)
 """

@@ -21,8 +21,8 @@ import yaml
 from temporalio.common import SearchAttributeIndexedValueType as IndexType
 
 import starter.webhook_sink as webhook_sink
+from config.settings import Settings
 from starter.cli import cli
-from starter.settings import Settings
 from workflows import search_attributes
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,8 +17,8 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from billing.models import InvoiceStatus
-from starter.binaries import temporal_cli
-from starter.temporal import dev_server_search_attribute_flags
+from config.binaries import temporal_cli
+from config.temporal import dev_server_search_attribute_flags
 from store.invoices import list_invoices
 from store.webhooks import list_deliveries
 from tests.reliability.support import free_port, module_harness, until
