@@ -15,6 +15,7 @@ COPY billing ./billing
 COPY store ./store
 COPY activities ./activities
 COPY workflows ./workflows
+COPY config ./config
 COPY starter ./starter
 COPY worker.py ./
 COPY examples ./examples

@@ -8,9 +8,11 @@ no Temporal connection (``BillingClient(None, engine, ...)`` serves them).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy
 
@@ -52,12 +54,19 @@ class StoreAccess:
         self._contexts[subscription_external_id] = context
         return context
 
-    def load_catalog(self, path: Path) -> CatalogReport:
-        """Validate and load a YAML catalog (idempotent; nothing is written on error)."""
+    def load_catalog(self, source: Path | Mapping[str, Any]) -> CatalogReport:
+        """Validate and load a catalog: a YAML file, or its parsed sections.
+
+        Idempotent; nothing is written on error (``InvalidRequest`` says what is wrong).
+        """
         try:
-            return catalog_store.load_catalog_file(self.engine, path)
+            if isinstance(source, Path):
+                return catalog_store.load_catalog_file(self.engine, source)
+            return catalog_store.load_catalog(self.engine, source)
         except InvalidCatalog as err:
-            raise InvalidRequest(f"{path}: {err}") from None
+            raise InvalidRequest(
+                f"{source}: {err}" if isinstance(source, Path) else str(err)
+            ) from None
 
     def subscriptions(self) -> list[Subscription]:
         """Every subscription, by external id."""
