@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 import click
 
-from starter.cli._common import (
-    DECIMAL,
-    json_option,
-    local,
-)
-
-if TYPE_CHECKING:
-    pass
+from starter.cli._common import DECIMAL, json_option, local
 
 
 @click.group()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 import click
 
@@ -18,9 +17,6 @@ from starter.cli._common import (
     run,
     show_invoice,
 )
-
-if TYPE_CHECKING:
-    pass
 
 
 @click.group()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 import click
 
@@ -15,9 +14,6 @@ from starter.cli._common import (
     run,
     show_invoice,
 )
-
-if TYPE_CHECKING:
-    pass
 
 
 @click.group()

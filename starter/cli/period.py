@@ -8,13 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from starter.cli._common import (
-    EXIT_REFUSED,
-    first_day,
-    json_option,
-    period_start_option,
-    run,
-)
+from starter.cli._common import EXIT_REFUSED, first_day, json_option, period_start_option, run
 
 if TYPE_CHECKING:
     from starter.client import BillingClient

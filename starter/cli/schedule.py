@@ -6,10 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from starter.cli._common import (
-    json_option,
-    run,
-)
+from starter.cli._common import json_option, run
 
 if TYPE_CHECKING:
     from starter.client import BillingClient

@@ -5,19 +5,11 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from config.settings import Settings
-from starter.cli._common import (
-    EXIT_USAGE,
-    fail,
-    local,
-)
-
-if TYPE_CHECKING:
-    pass
+from starter.cli._common import EXIT_USAGE, fail, local
 
 
 @click.command()

@@ -12,13 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from billing.models import UsageEvent
-from starter.cli._common import (
-    EXIT_REFUSED,
-    EXIT_USAGE,
-    fail,
-    json_option,
-    run,
-)
+from starter.cli._common import EXIT_REFUSED, EXIT_USAGE, fail, json_option, run
 
 if TYPE_CHECKING:
     from starter.client import BillingClient

@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING
 
 import click
 
-from starter.cli._common import (
-    json_option,
-    local,
-)
-
-if TYPE_CHECKING:
-    pass
+from starter.cli._common import json_option, local
 
 
 @click.group()

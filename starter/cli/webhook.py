@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
-from starter.cli._common import (
-    EXIT_REFUSED,
-    json_option,
-    local,
-    run,
-)
-
-if TYPE_CHECKING:
-    pass
+from starter.cli._common import EXIT_REFUSED, json_option, local, run
 
 
 @click.group()
