@@ -13,8 +13,10 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY billing ./billing
 COPY store ./store
+COPY services ./services
 COPY activities ./activities
 COPY workflows ./workflows
+COPY config ./config
 COPY starter ./starter
 COPY worker.py ./
 COPY examples ./examples

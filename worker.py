@@ -32,7 +32,9 @@ from temporalio.worker import Worker
 from activities.invoices import InvoiceActivities
 from activities.launcher import LauncherActivities
 from activities.webhooks import WebhookActivities
-from starter.settings import Settings
+from config.logging_setup import configure_logging
+from config.settings import Settings
+from config.temporal import connect
 from store.db import make_engine
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.launch_periods import LaunchPeriodsWorkflow
@@ -170,8 +172,6 @@ def build_worker(
 
 async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
     """Connect, poll until ``stop`` is set (or SIGINT/SIGTERM), then shut down cleanly."""
-    from starter.temporal import connect  # the CLI imports this module; keep start-up light
-
     if settings.metrics_port:
         expose_metrics(f"0.0.0.0:{settings.metrics_port}")
     stop = stop or asyncio.Event()
@@ -209,8 +209,6 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
 
 
 def _process_main(index: int) -> None:
-    from starter.logging_setup import configure_logging
-
     configure_logging(Settings().log_level, process=f"worker[{index}]")
     asyncio.run(run_worker(Settings()))
 

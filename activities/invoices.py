@@ -183,4 +183,3 @@ class InvoiceActivities:
             reason=request.reason,
             subscription_external_id=request.subscription_external_id,
         )
-

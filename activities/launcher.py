@@ -6,7 +6,7 @@ the standard workflow id), so every launch is visible in the launcher's history.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 import sqlalchemy
@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from temporalio import activity
 
 from billing.models import InvoiceStatus
-from billing.periods import billing_period, describe_period
+from billing.periods import describe_period, period_ending_on, period_workflow_id
 from services.catalog import get_billing_context, list_subscriptions
 from services.invoices import find_invoice
 
@@ -39,8 +39,8 @@ class PeriodToLaunch(BaseModel):
 
     @property
     def workflow_id(self) -> str:
-        """Same business key as ``starter.periods.period_workflow_id``."""
-        return f"billing-period/{self.subscription_external_id}/{self.local_start.isoformat()}"
+        """The period's business key (:func:`billing.periods.period_workflow_id`)."""
+        return period_workflow_id(self.subscription_external_id, self.period_start, self.timezone)
 
 
 class LauncherActivities:
@@ -54,15 +54,10 @@ class LauncherActivities:
         periods: list[PeriodToLaunch] = []
         for subscription in list_subscriptions(self.engine):
             context = get_billing_context(self.engine, subscription.external_id)
-            zone = ZoneInfo(context.timezone)
-            noon = datetime(day.year, day.month, day.day, 12, tzinfo=zone)
-            start, end = billing_period(noon, context.timezone, context.plan.interval)
-            if (end - timedelta(microseconds=1)).astimezone(zone).date() != day:
+            bounds = period_ending_on(subscription, day, context.timezone, context.plan.interval)
+            if bounds is None:
                 continue
-            if subscription.started_at >= end or (
-                subscription.terminated_at is not None and subscription.terminated_at <= start
-            ):
-                continue
+            start, end = bounds
             invoice = find_invoice(self.engine, subscription.external_id, start)
             if invoice is not None and invoice.status in (
                 InvoiceStatus.FINALIZED,
@@ -76,7 +71,7 @@ class LauncherActivities:
                     period_end=end,
                     timezone=context.timezone,
                     label=describe_period(start, end, context.timezone),
-                    local_start=start.astimezone(zone).date(),
+                    local_start=start.astimezone(ZoneInfo(context.timezone)).date(),
                 )
             )
         return periods

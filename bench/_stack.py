@@ -30,9 +30,9 @@ from sqlalchemy import text
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from config.binaries import temporal_cli
+from config.temporal import dev_server_search_attribute_flags
 from services.catalog import load_catalog
-from starter.binaries import temporal_cli
-from starter.temporal import dev_server_search_attribute_flags
 from store.db import make_engine, upgrade
 
 DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -11,12 +11,14 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from billing.models import BillingEntity, Customer, PlanInterval
+from billing.models import BillingEntity, Customer, PlanInterval, Subscription
 
 __all__ = [
     "billing_period",
     "describe_period",
+    "period_ending_on",
     "period_starting",
+    "period_workflow_id",
     "proration_ratio",
     "resolve_timezone",
 ]
@@ -48,6 +50,40 @@ def period_starting(
             f"a {interval.value} period starts on the first day of a {unit}, not {start}"
         )
     return _utc_midnight(start, timezone), _utc_midnight(_next_start(start, interval), timezone)
+
+
+def period_ending_on(
+    subscription: Subscription, day: date, timezone: str, interval: PlanInterval
+) -> tuple[datetime, datetime] | None:
+    """The subscription's period whose last local day is ``day``, if it bills one.
+
+    None when no period ends on ``day`` (not a month's or year's last day), or when the
+    subscription starts at or after the period's end or ended at or before its start.
+    """
+    zone = ZoneInfo(timezone)
+    start, end = billing_period(
+        datetime(day.year, day.month, day.day, 12, tzinfo=zone), timezone, interval
+    )
+    if (end - timedelta(microseconds=1)).astimezone(zone).date() != day:
+        return None
+    if subscription.started_at >= end:
+        return None
+    if subscription.terminated_at is not None and subscription.terminated_at <= start:
+        return None
+    return start, end
+
+
+def period_workflow_id(
+    subscription_external_id: str, period_start: datetime, timezone: str = "UTC"
+) -> str:
+    """The period's workflow id: ``billing-period/<subscription>/<first local day>``.
+
+    The business key of a period: one workflow per subscription and period, whoever
+    starts it. The date is the period's first day in the customer's timezone (the day
+    on the invoice).
+    """
+    local_start = period_start.astimezone(ZoneInfo(timezone))
+    return f"billing-period/{subscription_external_id}/{local_start.date().isoformat()}"
 
 
 def describe_period(start: datetime, end: datetime, timezone: str) -> str:

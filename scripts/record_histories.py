@@ -29,8 +29,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
 from billing.models import InvoiceStatus, UsageEvent  # noqa: E402
-from starter.binaries import temporal_test_server  # noqa: E402
-from starter.temporal import register_search_attributes  # noqa: E402
+from config.binaries import temporal_test_server  # noqa: E402
+from config.temporal import register_search_attributes  # noqa: E402
 from store.db import make_engine, upgrade  # noqa: E402
 from tests.fixtures.periods import (  # noqa: E402
     JANUARY,

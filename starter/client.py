@@ -2,22 +2,27 @@
 
 Usage::
 
-    client = await starter.temporal.connect(settings)
+    client = await config.temporal.connect(settings)
     billing = BillingClient(client, make_engine(settings.database_url),
                             task_queue=settings.task_queue)
     report = await billing.send_usage([UsageEvent(...), ...])
     print(report.accepted, report.duplicates, report.rejected)
     invoice = await billing.edit_fee("sub_1", date(2026, 1, 1), EditFee(...))
 
+Starting: every period starts through :mod:`starter.periods` (the one start path and its
+conflict policy): a second start finds the running period, a completed one is never
+billed twice.
+
 Routing: every usage event goes to the workflow of the period that contains its
 timestamp in the customer's timezone (:func:`billing.periods.billing_period` with the
 plan's interval). Each period's events are delivered with update-with-start
-(``add_usage_sync``, conflict policy USE_EXISTING), so the workflow starts when needed and
-the sender gets a per-event answer. Events for an invoice already finalized (or closed)
-are rejected without starting anything.
+(``add_usage_sync``, the same start), so the workflow starts when needed and the sender
+gets a per-event answer. Events for an invoice already finalized (or closed) are rejected
+without starting anything.
 
 Reads come from the workflow while it runs (``invoice`` query), else from the store.
-Coupons and wallet top-ups go to the store: they only matter at finalization.
+Coupons, wallet top-ups and the lists of invoices and webhooks only touch the store: a
+client built with ``client=None`` serves them without a Temporal connection.
 Errors are the :mod:`starter.errors` hierarchy.
 """
 
@@ -25,43 +30,45 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
-from enum import StrEnum
-from typing import Any, Literal, NoReturn
-from zoneinfo import ZoneInfo
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
+from typing import Any, NoReturn
 
 import sqlalchemy
-from pydantic import BaseModel, ConfigDict, Field
-from temporalio.client import (
-    Client,
-    WithStartWorkflowOperation,
-    WorkflowExecutionStatus,
-    WorkflowUpdateFailedError,
-)
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from pydantic import BaseModel
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.webhooks import DeliveryResult
 from billing.errors import NotFound
-from billing.models import AppliedCoupon, Invoice, InvoiceStatus, UsageEvent, Wallet
-from billing.periods import billing_period, describe_period, period_starting
+from billing.models import (
+    BillingContext,
+    Invoice,
+    RejectedEvent,
+    UsageEvent,
+    UsageReceipt,
+)
+from billing.periods import billing_period, period_ending_on, period_starting
 from starter.errors import (
     BillingClientError,
     InvalidRequest,
-    InvoiceFinalized,
     NoBillingPeriod,
     Refused,
     UnknownSubscription,
 )
-from starter.periods import period_workflow_id
-from store import catalog as catalog_store
-from store import invoices as invoice_store
-from store import webhooks as delivery_log
-from store._rows import BillingContext
-from store.webhooks import WebhookDelivery
+from starter.periods import period_workflow_id, start_period, start_period_operation, was_started
+from starter.results import (
+    InvoiceSnapshot,
+    LaunchOutcome,
+    LaunchStatus,
+    LaunchSummary,
+    PeriodDelivery,
+    PeriodRef,
+    UsageReport,
+)
+from starter.store_access import StoreAccess
+from starter.translate import DONE, closed_reason, describe, not_editable, raise_translated
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.messages import (
     MAX_USAGE_BATCH,
@@ -73,8 +80,6 @@ from workflows.messages import (
     PeriodView,
     RefreshInvoice,
     RemoveFeeAdjustment,
-    UsageReceipt,
-    UsageRejection,
 )
 
 __all__ = [
@@ -86,131 +91,35 @@ __all__ = [
     "PeriodDelivery",
     "PeriodRef",
     "UsageReport",
-    "period_end_matches",
 ]
 
 DEFAULT_CONCURRENCY = 8
-DeliveryStatus = Literal["pending", "retrying", "succeeded", "failed"]
-_DONE = (InvoiceStatus.FINALIZED, InvoiceStatus.CLOSED)
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class PeriodRef(_Model):
-    """One billing period of one subscription, with its workflow id."""
-
-    subscription_external_id: str
-    customer_external_id: str
-    timezone: str
-    period_start: datetime
-    period_end: datetime
-    workflow_id: str
-
-    @property
-    def label(self) -> str:
-        return describe_period(self.period_start, self.period_end, self.timezone)
-
-    @property
-    def local_start(self) -> date:
-        return self.period_start.astimezone(ZoneInfo(self.timezone)).date()
-
-
-class LaunchStatus(StrEnum):
-    STARTED = "started"
-    ALREADY_RUNNING = "already_running"
-    FINALIZED = "finalized"  # finalized or closed: nothing left to launch
-    FAILED = "failed"
-
-
-class LaunchOutcome(_Model):
-    subscription_external_id: str
-    workflow_id: str = ""
-    period: str = ""
-    status: LaunchStatus
-    error: str | None = None
-
-
-class LaunchSummary(_Model):
-    period_end_date: date
-    outcomes: list[LaunchOutcome] = Field(default_factory=list)
-
-    def count(self, status: LaunchStatus) -> int:
-        return sum(1 for outcome in self.outcomes if outcome.status == status)
-
-    @property
-    def failed(self) -> list[LaunchOutcome]:
-        return [o for o in self.outcomes if o.status == LaunchStatus.FAILED]
-
-
-class PeriodDelivery(_Model):
-    """What one period's workflow answered for the events routed to it."""
-
-    workflow_id: str
-    subscription_external_id: str
-    period: str
-    accepted: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-
-
-class UsageReport(_Model):
-    accepted: int = 0
-    duplicates: int = 0
-    rejected: list[UsageRejection] = Field(default_factory=list)
-    periods: list[PeriodDelivery] = Field(default_factory=list)
-
-
-class InvoiceSnapshot(_Model):
-    """A period as the operator sees it: from the running workflow or from the store."""
-
-    workflow_id: str
-    subscription_external_id: str
-    phase: PeriodPhase
-    period_start: datetime
-    period_end: datetime
-    grace_period_ends_at: datetime | None = None
-    invoice: Invoice | None = None
-    source: str  # "workflow" or "store"
-
-
-def period_end_matches(ref: PeriodRef, period_end_date: date) -> bool:
-    """True when the period's last local day is ``period_end_date``."""
-    last = (ref.period_end - timedelta(microseconds=1)).astimezone(ZoneInfo(ref.timezone)).date()
-    return last == period_end_date
-
-
-class BillingClient:
+class BillingClient(StoreAccess):
     """Launch periods, send usage, edit fees and inspect invoices (see the module doc)."""
 
     def __init__(
         self,
-        client: Client,
+        client: Client | None,
         engine: sqlalchemy.Engine,
         *,
         task_queue: str,
-        clock: Any = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
-        self.client = client
-        self.engine = engine
+        super().__init__(engine)
+        self._client = client
         self.task_queue = task_queue
         self._now = clock or (lambda: datetime.now(UTC))
-        self._contexts: dict[str, BillingContext] = {}
+
+    @property
+    def client(self) -> Client:
+        """The Temporal client (a client built with ``client=None`` serves the store only)."""
+        if self._client is None:
+            raise Refused("this BillingClient has no Temporal connection")
+        return self._client
 
     # ------------------------------------------------------------------ periods
-
-    def context(self, subscription_external_id: str) -> BillingContext:
-        """The subscription's billing context (cached for this client)."""
-        cached = self._contexts.get(subscription_external_id)
-        if cached is not None:
-            return cached
-        try:
-            context = catalog_store.get_billing_context(self.engine, subscription_external_id)
-        except NotFound:
-            raise UnknownSubscription(subscription_external_id) from None
-        self._contexts[subscription_external_id] = context
-        return context
 
     def period(
         self, subscription_external_id: str, period_start: date | datetime | None = None
@@ -233,6 +142,10 @@ class BillingClient:
                     f"{err} (subscription {subscription_external_id}, plan "
                     f"{context.plan.code}): pass the period's first day"
                 ) from None
+        return self._ref(context, start, end)
+
+    def _ref(self, context: BillingContext, start: datetime, end: datetime) -> PeriodRef:
+        subscription_external_id = context.subscription.external_id
         return PeriodRef(
             subscription_external_id=subscription_external_id,
             customer_external_id=context.customer.external_id,
@@ -250,9 +163,6 @@ class BillingClient:
             grace_period_seconds=grace_period_seconds,
         )
 
-    def _summary(self, ref: PeriodRef) -> str:
-        return f"Billing period {ref.label} of {ref.subscription_external_id}"
-
     async def start_period(
         self,
         subscription_external_id: str,
@@ -262,7 +172,7 @@ class BillingClient:
         """Start the period's workflow; a second launch reports it already running.
 
         Never bills a period twice: an invoice finalized or closed in the store, or a
-        workflow that completed, is reported as ``finalized``.
+        workflow that completed, is reported as ``finalized`` (:mod:`starter.periods`).
         """
         ref = self.period(subscription_external_id, period_start)
         base: dict[str, Any] = {
@@ -270,30 +180,20 @@ class BillingClient:
             "workflow_id": ref.workflow_id,
             "period": ref.label,
         }
-        existing = await asyncio.to_thread(
-            invoice_store.find_invoice, self.engine, subscription_external_id, ref.period_start
-        )
-        if existing is not None and existing.status in _DONE:
+        existing = await self.find_invoice(ref.subscription_external_id, ref.period_start)
+        if existing is not None and existing.status in DONE:
             return LaunchOutcome(**base, status=LaunchStatus.FINALIZED)
         try:
-            await self.client.start_workflow(
-                BillingPeriodWorkflow.run,
+            handle = await start_period(
+                self.client,
                 self._input(ref, grace_period_seconds),
-                id=ref.workflow_id,
                 task_queue=self.task_queue,
-                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-                static_summary=self._summary(ref),
+                timezone=ref.timezone,
             )
-        except WorkflowAlreadyStartedError:
-            description = await self.client.get_workflow_handle(ref.workflow_id).describe()
-            status = (
-                LaunchStatus.ALREADY_RUNNING
-                if description.status == WorkflowExecutionStatus.RUNNING
-                else LaunchStatus.FINALIZED
-            )
-            return LaunchOutcome(**base, status=status)
-        return LaunchOutcome(**base, status=LaunchStatus.STARTED)
+        except WorkflowAlreadyStartedError:  # the period's workflow completed
+            return LaunchOutcome(**base, status=LaunchStatus.FINALIZED)
+        status = LaunchStatus.STARTED if was_started(handle) else LaunchStatus.ALREADY_RUNNING
+        return LaunchOutcome(**base, status=status)
 
     def periods_ending(self, period_end_date: date) -> list[PeriodRef]:
         """Every subscription's period whose last local day is ``period_end_date``.
@@ -301,25 +201,13 @@ class BillingClient:
         Subscriptions that start after that period or ended before it are left out.
         """
         refs: list[PeriodRef] = []
-        for subscription in catalog_store.list_subscriptions(self.engine):
+        for subscription in self.subscriptions():
             context = self.context(subscription.external_id)
-            noon = datetime(
-                period_end_date.year,
-                period_end_date.month,
-                period_end_date.day,
-                12,
-                tzinfo=ZoneInfo(context.timezone),
+            bounds = period_ending_on(
+                subscription, period_end_date, context.timezone, context.plan.interval
             )
-            ref = self.period(subscription.external_id, noon)
-            if not period_end_matches(ref, period_end_date):
-                continue
-            if subscription.started_at >= ref.period_end:
-                continue
-            if subscription.terminated_at is not None and subscription.terminated_at <= (
-                ref.period_start
-            ):
-                continue
-            refs.append(ref)
+            if bounds is not None:
+                refs.append(self._ref(context, *bounds))
         return refs
 
     async def start_all(
@@ -352,7 +240,7 @@ class BillingClient:
                         workflow_id=ref.workflow_id,
                         period=ref.label,
                         status=LaunchStatus.FAILED,
-                        error=_describe(err),
+                        error=describe(err),
                     )
             if on_outcome is not None:
                 on_outcome(outcome, len(refs))
@@ -374,7 +262,7 @@ class BillingClient:
 
         ``grace_period_seconds`` applies only to workflows this call starts.
         """
-        rejected: list[UsageRejection] = []
+        rejected: list[RejectedEvent] = []
         groups: dict[str, list[UsageEvent]] = defaultdict(list)
         refs: dict[str, PeriodRef] = {}
         for event in events:
@@ -399,31 +287,14 @@ class BillingClient:
                 for i in range(0, len(group), MAX_USAGE_BATCH)
             )
         )
-        merged: dict[str, PeriodDelivery] = {}
-        for delivery in deliveries:
-            previous = merged.get(delivery.workflow_id)
-            if previous is not None:
-                delivery = previous.model_copy(
-                    update={
-                        "accepted": previous.accepted + delivery.accepted,
-                        "duplicates": previous.duplicates + delivery.duplicates,
-                        "rejected": previous.rejected + delivery.rejected,
-                    }
-                )
-            merged[delivery.workflow_id] = delivery
-        return UsageReport(
-            accepted=sum(d.accepted for d in merged.values()),
-            duplicates=sum(d.duplicates for d in merged.values()),
-            rejected=rejected,
-            periods=list(merged.values()),
-        )
+        return UsageReport.merge(deliveries, rejected)
 
     async def _deliver_usage(
         self,
         ref: PeriodRef,
         batch: list[UsageEvent],
         grace_period_seconds: int | None,
-        rejected: list[UsageRejection],
+        rejected: list[RejectedEvent],
     ) -> PeriodDelivery:
         delivery = PeriodDelivery(
             workflow_id=ref.workflow_id,
@@ -435,19 +306,13 @@ class BillingClient:
             rejected.extend(_rejection(event, reason) for event in batch)
             return delivery.model_copy(update={"rejected": len(batch)})
 
-        invoice = await asyncio.to_thread(
-            invoice_store.find_invoice, self.engine, ref.subscription_external_id, ref.period_start
-        )
-        if invoice is not None and invoice.status in _DONE:
-            return refuse(_not_editable(invoice))
-        operation = WithStartWorkflowOperation(
-            BillingPeriodWorkflow.run,
+        invoice = await self.find_invoice(ref.subscription_external_id, ref.period_start)
+        if invoice is not None and invoice.status in DONE:
+            return refuse(not_editable(invoice))
+        operation = start_period_operation(
             self._input(ref, grace_period_seconds),
-            id=ref.workflow_id,
             task_queue=self.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-            static_summary=self._summary(ref),
+            timezone=ref.timezone,
         )
         try:
             receipt: UsageReceipt = await self.client.execute_update_with_start_workflow(
@@ -457,7 +322,12 @@ class BillingClient:
                 result_type=UsageReceipt,
             )
         except WorkflowAlreadyStartedError:  # the period's workflow completed
-            return refuse(await self._closed_reason(ref))
+            return refuse(
+                closed_reason(
+                    ref.workflow_id,
+                    await self.find_invoice(ref.subscription_external_id, ref.period_start),
+                )
+            )
         except Exception as err:
             try:
                 await self._raise_translated(err, ref)
@@ -544,9 +414,7 @@ class BillingClient:
                 invoice=view.invoice,
                 source="workflow",
             )
-        invoice = await asyncio.to_thread(
-            invoice_store.find_invoice, self.engine, subscription_external_id, ref.period_start
-        )
+        invoice = await self.find_invoice(ref.subscription_external_id, ref.period_start)
         if invoice is None:
             raise NoBillingPeriod(ref.workflow_id)
         return InvoiceSnapshot(
@@ -559,69 +427,7 @@ class BillingClient:
             source="store",
         )
 
-    def list_invoices(
-        self,
-        *,
-        customer_external_id: str | None = None,
-        subscription_external_id: str | None = None,
-        status: InvoiceStatus | str | None = None,
-    ) -> list[Invoice]:
-        return invoice_store.list_invoices(
-            self.engine,
-            customer_external_id=customer_external_id,
-            subscription_external_id=subscription_external_id,
-            status=status,
-        )
-
-    # ------------------------------------------------------------------ coupons, wallets
-
-    def apply_coupon(
-        self,
-        customer_external_id: str,
-        coupon_code: str,
-        *,
-        applied_coupon_id: str,
-        amount_cents: int | None = None,
-        percentage_rate: Decimal | None = None,
-    ) -> AppliedCoupon:
-        """Give a coupon to a customer (idempotent on ``applied_coupon_id``).
-
-        It is applied at the customer's next finalization, never to a draft.
-        """
-        try:
-            return catalog_store.apply_coupon(
-                self.engine,
-                customer_external_id=customer_external_id,
-                coupon_code=coupon_code,
-                applied_coupon_id=applied_coupon_id,
-                amount_cents=amount_cents,
-                percentage_rate=percentage_rate,
-            )
-        except NotFound as err:
-            raise Refused(f"{err}: check the code (see examples/catalog.yaml)") from None
-
-    def top_up_wallet(
-        self, customer_external_id: str, amount_cents: int, *, transaction_id: str
-    ) -> Wallet:
-        """Add prepaid credits (idempotent on ``transaction_id``)."""
-        try:
-            return catalog_store.top_up_wallet(
-                self.engine,
-                customer_external_id=customer_external_id,
-                amount_cents=amount_cents,
-                transaction_id=transaction_id,
-            )
-        except NotFound as err:
-            raise Refused(f"{err}: check the customer's external id") from None
-        except ValueError as err:
-            raise InvalidRequest(str(err)) from None
-
     # ------------------------------------------------------------------ webhooks
-
-    def list_webhooks(
-        self, *, status: DeliveryStatus | None = None, invoice_id: str | None = None
-    ) -> list[WebhookDelivery]:
-        return delivery_log.list_deliveries(self.engine, status=status, invoice_id=invoice_id)
 
     async def retry_webhook(self, delivery_id: str) -> DeliveryResult:
         """Deliver a (failed) webhook again and wait for the outcome."""
@@ -636,56 +442,15 @@ class BillingClient:
                 f"no webhook delivery {delivery_id!r}: `billing webhook list` shows the ids"
             ) from None
 
-    # ------------------------------------------------------------------ errors
-
-    async def _closed_reason(self, ref: PeriodRef) -> str:
-        invoice = await asyncio.to_thread(
-            invoice_store.find_invoice, self.engine, ref.subscription_external_id, ref.period_start
-        )
-        if invoice is not None:
-            return _not_editable(invoice)
-        return f"billing period {ref.workflow_id} has completed: it can no longer change"
+    # ------------------------------------------------------------------ helpers
 
     async def _raise_translated(self, err: BaseException, ref: PeriodRef) -> NoReturn:
-        """Turn Temporal's errors into :mod:`starter.errors` (always raises)."""
-        if isinstance(err, BillingClientError):
-            raise err
-        if isinstance(err, WorkflowUpdateFailedError):
-            cause: BaseException | None = err.cause
-            while cause is not None and not isinstance(cause, ApplicationError):
-                cause = getattr(cause, "cause", None)
-            if isinstance(cause, ApplicationError):
-                if cause.type == "InvoiceNotEditable":
-                    raise InvoiceFinalized(cause.message) from None
-                raise Refused(cause.message) from None
-            raise Refused(str(err.cause or err)) from None
-        if isinstance(err, RPCError):
-            if err.status == RPCStatusCode.NOT_FOUND:
-                invoice = await asyncio.to_thread(
-                    invoice_store.find_invoice,
-                    self.engine,
-                    ref.subscription_external_id,
-                    ref.period_start,
-                )
-                if invoice is not None and invoice.status in _DONE:
-                    raise InvoiceFinalized(_not_editable(invoice)) from None
-                if "completed" in err.message or invoice is not None:
-                    raise InvoiceFinalized(await self._closed_reason(ref)) from None
-                raise NoBillingPeriod(ref.workflow_id) from None
-            raise Refused(f"Temporal refused the request: {err.message}") from None
-        raise err
+        await raise_translated(
+            err,
+            ref.workflow_id,
+            lambda: self.find_invoice(ref.subscription_external_id, ref.period_start),
+        )
 
 
-def _not_editable(invoice: Invoice) -> str:
-    label = invoice.number if invoice.status == InvoiceStatus.FINALIZED else invoice.id
-    return f"invoice {label} is {invoice.status.value}: it can no longer change"
-
-
-def _rejection(event: UsageEvent, reason: str) -> UsageRejection:
-    return UsageRejection(transaction_id=event.transaction_id, code=event.code, reason=reason)
-
-
-def _describe(err: BaseException) -> str:
-    if isinstance(err, RPCError):
-        return f"Temporal: {err.message}"
-    return str(err) or type(err).__name__
+def _rejection(event: UsageEvent, reason: str) -> RejectedEvent:
+    return RejectedEvent(transaction_id=event.transaction_id, code=event.code, reason=reason)

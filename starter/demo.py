@@ -28,15 +28,13 @@ from urllib.parse import quote
 import yaml
 
 from billing.models import AdjustmentMode, Invoice, InvoiceStatus, UsageEvent
+from config.settings import Settings
+from config.temporal import connect
 from starter.client import BillingClient, LaunchStatus, PeriodRef
 from starter.dev import webhook_secret
 from starter.errors import BillingClientError
 from starter.output import console, invoice_table, invoices_table
-from starter.settings import Settings
-from starter.temporal import connect
-from store.catalog import load_catalog
 from store.db import make_engine
-from store.webhooks import list_deliveries
 from workflows.messages import EditFee
 
 __all__ = ["DEMO_GRACE_SECONDS", "run_demo"]
@@ -78,7 +76,7 @@ async def run_demo(settings: Settings) -> None:
 
 async def _demo(billing: BillingClient, settings: Settings) -> None:
     run = uuid.uuid4().hex[:8]
-    report = await asyncio.to_thread(load_catalog, billing.engine, _catalog(settings))
+    report = await asyncio.to_thread(billing.load_catalog, _catalog(settings))
     say(f"\n[bold]1. Catalog[/bold] loaded from {CATALOG.name}: {report}")
 
     now = datetime.now(UTC)
@@ -233,7 +231,7 @@ async def _show_webhook(billing: BillingClient, settings: Settings, invoice: Inv
     for _ in range(WAIT_SECONDS * 2):
         deliveries = [
             d
-            for d in await asyncio.to_thread(list_deliveries, billing.engine, invoice_id=invoice.id)
+            for d in await asyncio.to_thread(billing.list_webhooks, invoice_id=invoice.id)
             if d.webhook_type == "invoice.created"
         ]
         if deliveries and all(d.status in ("succeeded", "failed") for d in deliveries):

@@ -16,8 +16,8 @@ import subprocess
 import sys
 from collections.abc import Awaitable, Callable
 
-from starter.binaries import temporal_cli
-from starter.settings import Settings
+from config.binaries import temporal_cli
+from config.settings import Settings
 
 __all__ = ["DEMO_WEBHOOK_SECRET", "DevStackError", "run_dev", "webhook_secret"]
 
@@ -51,7 +51,7 @@ def _require_free(host: str, port: int, what: str) -> None:
 
 
 def _dev_server_command(settings: Settings) -> list[str]:
-    from starter.temporal import dev_server_search_attribute_flags
+    from config.temporal import dev_server_search_attribute_flags
 
     return [
         str(temporal_cli()),
@@ -99,7 +99,7 @@ async def run_dev(
     stop_after: bool = False,
 ) -> int:
     """Run the embedded stack until Ctrl-C (or, with ``stop_after``, until ``after_start`` ends)."""
-    from starter.temporal import connect, register_search_attributes
+    from config.temporal import connect, register_search_attributes
     from starter.webhook_sink import WebhookSink, format_delivery
     from store.db import upgrade
     from worker import run_worker

@@ -1,6 +1,6 @@
 """Rendering for the CLI: rich tables for people, JSON for scripts.
 
-The JSON of an invoice is ``Invoice.model_dump(mode="json")`` (DESIGN.md section 6): the
+The JSON of an invoice is ``Invoice.model_dump(mode="json")`` (docs/architecture.md): the
 same object the webhooks carry.
 """
 

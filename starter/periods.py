@@ -1,50 +1,91 @@
-"""Launching billing periods: the business-key workflow id and an idempotent start."""
+"""The one way to start a billing period's workflow, and its conflict policy.
+
+A period's workflow id is its business key (:func:`billing.periods.period_workflow_id`):
+``billing-period/<subscription>/<first local day>``. Every start goes through the options
+built here, whoever asks: ``BillingClient.start_period`` (``billing period start`` and
+``start-all``) and usage routing's update-with-start (``BillingClient.send_usage``).
+
+The policy:
+
+- a second start of a running period returns the running workflow (``USE_EXISTING``);
+- a period whose workflow completed is never billed twice: starting it again raises
+  ``WorkflowAlreadyStartedError`` (``ALLOW_DUPLICATE_FAILED_ONLY``);
+- a period whose workflow failed, timed out or was terminated may run again.
+
+The launcher workflow (:mod:`workflows.launch_periods`) starts periods as children with
+the same id and reuse policy; a child start has no conflict policy, so there a running
+period raises ``WorkflowAlreadyStartedError`` too and is reported as already running.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
-from zoneinfo import ZoneInfo
+from typing import Any
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from billing.models import Invoice
+from billing.periods import describe_period, period_workflow_id
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.messages import BillingPeriodInput
 
-__all__ = ["period_workflow_id", "start_period"]
+__all__ = [
+    "ID_CONFLICT_POLICY",
+    "ID_REUSE_POLICY",
+    "period_summary",
+    "period_workflow_id",
+    "start_period",
+    "start_period_operation",
+    "was_started",
+]
+
+ID_CONFLICT_POLICY = WorkflowIDConflictPolicy.USE_EXISTING
+ID_REUSE_POLICY = WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
 
 
-def period_workflow_id(
-    subscription_external_id: str, period_start: datetime, timezone: str = "UTC"
-) -> str:
-    """``billing-period/<subscription external id>/<period start date>``.
+def period_summary(period: BillingPeriodInput, timezone: str = "UTC") -> str:
+    """The workflow's summary in the UI: ``Billing period 2026-01-01..2026-01-31 of sub_1``."""
+    label = describe_period(period.period_start, period.period_end, timezone)
+    return f"Billing period {label} of {period.subscription_external_id}"
 
-    The date is the period's first day in the customer's timezone (the day on the invoice).
-    """
-    local_start = period_start.astimezone(ZoneInfo(timezone))
-    return f"billing-period/{subscription_external_id}/{local_start.date().isoformat()}"
+
+def _start_options(period: BillingPeriodInput, task_queue: str, timezone: str) -> dict[str, Any]:
+    return {
+        "id": period_workflow_id(period.subscription_external_id, period.period_start, timezone),
+        "task_queue": task_queue,
+        "id_conflict_policy": ID_CONFLICT_POLICY,
+        "id_reuse_policy": ID_REUSE_POLICY,
+        "static_summary": period_summary(period, timezone),
+    }
 
 
 async def start_period(
-    client: Client,
-    period: BillingPeriodInput,
-    *,
-    task_queue: str,
-    timezone: str = "UTC",
-    period_label: str | None = None,
+    client: Client, period: BillingPeriodInput, *, task_queue: str, timezone: str = "UTC"
 ) -> WorkflowHandle[BillingPeriodWorkflow, Invoice]:
-    """Start the period's workflow, or return the running one (a second launch does nothing)."""
-    label = period_label or (
-        f"{period.period_start.date().isoformat()}..{period.period_end.date().isoformat()}"
-    )
+    """Start the period's workflow, or return the running one (see the module doc).
+
+    Raises ``WorkflowAlreadyStartedError`` when the period's workflow has completed.
+    :func:`was_started` tells a new start from a running period.
+    """
     return await client.start_workflow(
-        BillingPeriodWorkflow.run,
-        period,
-        id=period_workflow_id(period.subscription_external_id, period.period_start, timezone),
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        # A period that completed is never billed twice; a failed or terminated one may rerun.
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-        static_summary=f"Billing period {label} of {period.subscription_external_id}",
+        BillingPeriodWorkflow.run, period, **_start_options(period, task_queue, timezone)
     )
+
+
+def start_period_operation(
+    period: BillingPeriodInput, *, task_queue: str, timezone: str = "UTC"
+) -> WithStartWorkflowOperation[BillingPeriodWorkflow, Invoice]:
+    """The same start, for update-with-start (usage routing)."""
+    return WithStartWorkflowOperation(
+        BillingPeriodWorkflow.run, period, **_start_options(period, task_queue, timezone)
+    )
+
+
+def was_started(handle: WorkflowHandle[Any, Any]) -> bool:
+    """True when :func:`start_period` started a new run, False when one was running.
+
+    The server says so in its start response (``started``); the SDK keeps that response
+    on the handle without a public accessor.
+    """
+    response = getattr(handle, "_start_workflow_response", None)
+    return bool(getattr(response, "started", True))

@@ -2,7 +2,7 @@
 
 Usage::
 
-    client = await starter.temporal.connect()
+    client = await config.temporal.connect()
     result = await retry_delivery(client, engine, "dlv_...", task_queue=settings.task_queue)
     print(result.status, result.attempts, result.last_http_status)
 """
@@ -14,7 +14,7 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from activities.webhooks import DeliveryResult
-from store import webhooks as delivery_log
+from services import webhooks as delivery_log
 from workflows.webhook_delivery import (
     DEFAULT_RETRY_WINDOW,
     WebhookDeliveryInput,
@@ -35,7 +35,7 @@ async def retry_delivery(
 ) -> DeliveryResult:
     """Reset a (failed) delivery to pending and deliver it again; wait for the outcome.
 
-    The delivery is reset with ``store.webhooks.reset_for_retry`` (raises
+    The delivery is reset with ``services.webhooks.reset_for_retry`` (raises
     ``billing.errors.NotFound`` for an unknown id), then a
     :class:`~workflows.webhook_delivery.WebhookDeliveryWorkflow` runs with the ID
     ``webhook-delivery/<delivery id>/<n>``, ``n`` being the number of attempts logged

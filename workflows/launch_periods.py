@@ -9,11 +9,12 @@ Launching a period whose local end is still a few hours away is harmless: the pe
 workflow accepts usage until its end, then drafts the invoice.
 
 Design choice: an activity lists the periods (it reads the catalog); the workflow starts
-each :class:`BillingPeriodWorkflow` itself as a child with ``ParentClosePolicy.ABANDON``
-and the standard workflow id ``billing-period/<subscription>/<period start>``. So
-launches are deterministic, visible as children in the UI, and idempotent: a period
-already running (started by ``billing period start-all`` or by usage) is reported, not
-started twice.
+each :class:`BillingPeriodWorkflow` itself as a child with ``ParentClosePolicy.ABANDON``,
+the period's business key as id (:func:`billing.periods.period_workflow_id`) and the reuse
+policy of every other start (``starter.periods``: a completed period is never billed
+twice). So launches are deterministic, visible as children in the UI, and idempotent: a
+period already running (started by ``billing period start-all`` or by usage) or done is
+reported, not started twice.
 """
 
 from __future__ import annotations

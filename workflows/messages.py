@@ -33,7 +33,6 @@ from billing.models import (
     AdjustedFee,
     AdjustmentMode,
     Invoice,
-    RejectedEvent,
     UsageEvent,
     UsageReceipt,
 )
@@ -50,7 +49,6 @@ __all__ = [
     "RejectedInput",
     "RemoveFeeAdjustment",
     "UsageReceipt",
-    "UsageRejection",
 ]
 
 MAX_USAGE_BATCH = 1000
@@ -146,7 +144,6 @@ class FinalizeInvoice(_Message):
 
 
 # ``UsageReceipt`` (imported above) is the domain's receipt, listed by ``billing schema``.
-UsageRejection = RejectedEvent  # alias until starter/ imports billing.models.RejectedEvent
 
 
 class RejectedInput(_Message):

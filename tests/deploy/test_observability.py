@@ -16,7 +16,7 @@ import pytest
 from temporalio import activity
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from starter.logging_setup import JsonFormatter, configure_logging
+from config.logging_setup import JsonFormatter, configure_logging
 from store.db import upgrade
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -25,7 +25,6 @@ import yaml
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from services.catalog import load_catalog
 from starter.webhook_sink import WebhookSink
 from store.db import make_engine, upgrade
 from tests.fixtures.periods import running_stack

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from starter.settings import DEFAULT_TASK_QUEUE, Settings
+from config.settings import DEFAULT_TASK_QUEUE, Settings
 
 ENV = (
     "TEMPORAL_ADDRESS",

@@ -16,7 +16,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from starter.settings import Settings
+from config.settings import Settings
 from worker import run_worker
 
 BILLING = str(Path(sys.executable).parent / "billing")

@@ -21,8 +21,6 @@ from billing.models import InvoiceStatus
 from services.invoices import list_invoices
 from services.webhooks import list_deliveries
 from store.db import make_engine, upgrade
-from services.invoices import list_invoices
-from services.webhooks import list_deliveries
 from tests.fixtures.periods import workflow_task_failures
 from tests.reliability.support import counts, free_port, module_harness
 from workflows.billing_period import BillingPeriodWorkflow

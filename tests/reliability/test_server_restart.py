@@ -17,10 +17,8 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from billing.models import InvoiceStatus
-from services.invoices import list_invoices
-from services.webhooks import list_deliveries
-from starter.binaries import temporal_cli
-from starter.temporal import dev_server_search_attribute_flags
+from config.binaries import temporal_cli
+from config.temporal import dev_server_search_attribute_flags
 from services.invoices import list_invoices
 from services.webhooks import list_deliveries
 from tests.fixtures.periods import workflow_task_failures

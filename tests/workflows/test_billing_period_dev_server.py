@@ -12,7 +12,6 @@ import sqlalchemy
 from temporalio.testing import WorkflowEnvironment
 
 from billing.models import InvoiceStatus
-from services.catalog import load_catalog
 from starter.periods import start_period
 from tests.fixtures.periods import period_catalog, running_stack
 from workflows.messages import BillingPeriodInput

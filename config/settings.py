@@ -1,4 +1,4 @@
-"""Configuration from environment variables, with embedded defaults (DESIGN.md section 7).
+"""Configuration from environment variables, with embedded defaults.
 
 Every setting can be given as an environment variable of the same name in upper case
 (``TEMPORAL_ADDRESS``, ``BILLING_DATABASE_URL``, ...). The defaults run everything on one
@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     webhook_sink_port: int = Field(default=8765, alias="BILLING_WEBHOOK_SINK_PORT")
     metrics_port: int | None = Field(default=None, alias="BILLING_METRICS_PORT")
     log_level: str = Field(default="INFO", alias="BILLING_LOG_LEVEL")
-    # Periods kept in a worker's sticky cache (about 280 KiB each, bench/README.md); the
+    # Periods kept in a worker's sticky cache (about 155 KiB each, bench/README.md); the
     # others are replayed from history when they wake, so size it to the busy ones.
     max_cached_workflows: int = Field(default=1000, ge=0, alias="BILLING_MAX_CACHED_WORKFLOWS")
 

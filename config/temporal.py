@@ -14,7 +14,7 @@ from temporalio.common import SearchAttributeIndexedValueType as IndexType
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
-from starter.settings import Settings
+from config.settings import Settings
 from workflows import search_attributes
 
 __all__ = ["connect", "dev_server_search_attribute_flags", "register_search_attributes"]

@@ -13,7 +13,7 @@ about it, on whichever worker it ran::
 
 Usage (the worker's composition root)::
 
-    from starter.logging_setup import configure_logging
+    from config.logging_setup import configure_logging
     configure_logging(settings.log_level, process="worker[0]")
 """
 

@@ -1,0 +1,90 @@
+"""The stack itself: ``billing dev``, ``worker``, ``db upgrade``, ``catalog load``, ``schema``."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from config.settings import Settings
+from starter.cli._common import EXIT_USAGE, fail, local
+
+
+@click.command()
+@click.option("--demo", is_flag=True, help="Run the demo once the stack is up.")
+@click.option("--exit-after-demo", is_flag=True, help="Stop the stack when the demo ends.")
+def dev(demo: bool, exit_after_demo: bool) -> None:
+    """Run the embedded stack: Temporal dev server + UI, database, webhook sink, worker."""
+    from starter.dev import DevStackError, run_dev
+
+    after_start = None
+    if demo:
+        from starter.demo import run_demo
+
+        after_start = run_demo
+    try:
+        code = asyncio.run(
+            run_dev(Settings(), after_start=after_start, stop_after=demo and exit_after_demo)
+        )
+    except DevStackError as err:
+        fail(str(err), EXIT_USAGE)
+    sys.exit(code)
+
+
+@click.command()
+@click.option("--processes", type=click.IntRange(1, 64), default=1, show_default=True)
+def worker(processes: int) -> None:
+    """Run worker processes against TEMPORAL_ADDRESS (SIGINT/SIGTERM stop them cleanly)."""
+    from worker import run_workers
+
+    sys.exit(run_workers(processes))
+
+
+@click.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the migrations to BILLING_DATABASE_URL (idempotent)."""
+    from store.db import upgrade
+
+    upgrade(Settings().database_url)
+    click.echo("database is up to date")
+
+
+@click.group()
+def catalog() -> None:
+    """Billing entities, customers, metrics, plans, subscriptions, coupons, wallets."""
+
+
+@catalog.command("load")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def catalog_load(file: Path) -> None:
+    """Validate and load a YAML catalog (idempotent; nothing is written on error)."""
+    report = local(lambda billing: billing.load_catalog(file))
+    click.echo(f"loaded {file}: {report}")
+
+
+@click.command()
+def schema() -> None:
+    """JSON schema of every workflow input, signal and update payload."""
+    from pydantic import BaseModel
+
+    from starter.output import print_json
+    from workflows import messages
+
+    models: dict[str, type[BaseModel]] = {
+        "BillingPeriodInput": messages.BillingPeriodInput,
+        "AddUsage": messages.AddUsage,
+        "EditFee": messages.EditFee,
+        "RemoveFeeAdjustment": messages.RemoveFeeAdjustment,
+        "RefreshInvoice": messages.RefreshInvoice,
+        "FinalizeInvoice": messages.FinalizeInvoice,
+        "UsageReceipt": messages.UsageReceipt,
+        "PeriodView": messages.PeriodView,
+    }
+    print_json({name: model.model_json_schema() for name, model in models.items()})
