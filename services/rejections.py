@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from store.rejections import RejectedInput
+from store.rejections import RejectionRecord
 from store.unit_of_work import UnitOfWork
 
-__all__ = ["RejectedInput", "list_rejections", "record_rejected_input"]
+__all__ = ["RejectionRecord", "list_rejections", "record_rejected_input"]
 
 
 def record_rejected_input(
@@ -35,7 +35,7 @@ def record_rejected_input(
 
 def list_rejections(
     engine: Engine, *, subscription_external_id: str | None = None, source: str | None = None
-) -> list[RejectedInput]:
+) -> list[RejectionRecord]:
     """Refused inputs and refused events, oldest first (see ``RejectionRepository``)."""
     with UnitOfWork(engine) as uow:
         return uow.rejections.find_all(

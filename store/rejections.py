@@ -3,7 +3,7 @@
 Refused usage events go to ``rejected_events`` (one per subscription and transaction id:
 a rejection does not consume the id, so a corrected copy sent later is accepted);
 refused signals and requests (a bad fee edit, late usage...) go to ``rejected_inputs``,
-idempotent on their key. Both read back as :class:`RejectedInput`.
+idempotent on their key. Both read back as :class:`RejectionRecord`.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from billing.models import UsageEvent
 from store._rows import dialect_insert, utcnow
 from store.schema import RejectedEventRow, RejectedInputRow
 
-__all__ = ["RejectedInput", "RejectionRepository"]
+__all__ = ["RejectionRecord", "RejectionRepository"]
 
 
-class RejectedInput(BaseModel):
-    """Anything refused (an event, a fee edit, a late signal), for operators."""
+class RejectionRecord(BaseModel):
+    """A refused event or input as the store keeps it (the workflow's view is ``RejectedInput``)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -97,13 +97,13 @@ class RejectionRepository:
 
     def find_all(
         self, *, subscription_external_id: str | None = None, source: str | None = None
-    ) -> list[RejectedInput]:
+    ) -> list[RejectionRecord]:
         """Refused inputs and refused events, oldest first.
 
         Refused events appear with ``source="usage"``, ``kind="usage_event"`` and the key
         ``event/<subscription>/<transaction id>``.
         """
-        rejections: list[RejectedInput] = []
+        rejections: list[RejectionRecord] = []
         inputs = select(RejectedInputRow)
         if subscription_external_id is not None:
             inputs = inputs.where(
@@ -113,7 +113,7 @@ class RejectionRepository:
             inputs = inputs.where(RejectedInputRow.source == source)
         for row in self._session.scalars(inputs):
             rejections.append(
-                RejectedInput(
+                RejectionRecord(
                     key=row.key,
                     source=row.source,
                     kind=row.kind,
@@ -138,7 +138,7 @@ class RejectionRepository:
                     properties=event.properties,
                 )
                 rejections.append(
-                    RejectedInput(
+                    RejectionRecord(
                         key=f"event/{event.subscription_external_id}/{event.transaction_id}",
                         source="usage",
                         kind="usage_event",
