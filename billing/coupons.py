@@ -9,10 +9,10 @@ from decimal import Decimal
 
 from billing.models import AppliedCoupon, Coupon, CouponFrequency, CouponType
 
-__all__ = ["apply_coupon"]
+__all__ = ["applied_coupon"]
 
 
-def apply_coupon(
+def applied_coupon(
     coupon: Coupon,
     *,
     applied_coupon_id: str,
@@ -27,7 +27,7 @@ def apply_coupon(
     ``recurring`` one counts the periods it still applies to.
 
     >>> coupon = Coupon(code="welcome", coupon_type="fixed_amount", amount_cents=500)
-    >>> applied = apply_coupon(coupon, applied_coupon_id="a1", customer_external_id="c",
+    >>> applied = applied_coupon(coupon, applied_coupon_id="a1", customer_external_id="c",
     ...                        amount_cents=300)
     >>> applied.amount_cents, applied.amount_cents_remaining, applied.percentage_rate
     (300, 300, None)

@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from billing.catalog import CatalogReport, check_catalog, parse_catalog, references
 from billing.errors import InvalidCatalog
 from billing.models import BillingContext, Subscription
-from services.coupons import give_coupon, grant_credits
+from services.coupons import apply_coupon_in, top_up_wallet_in
 from store.unit_of_work import UnitOfWork
 
 __all__ = [
@@ -42,14 +42,14 @@ def load_catalog(engine: Engine, data: Mapping[str, Any]) -> CatalogReport:
             {e.code: e.resolve_secret(environ) for e in catalog.webhook_endpoints},
         )
         for wallet in catalog.wallets:
-            grant_credits(
+            top_up_wallet_in(
                 uow,
                 wallet.customer_external_id,
                 wallet.initial_balance_cents,
                 f"catalog/{wallet.customer_external_id}/initial",
             )
         for applied in catalog.applied_coupons:
-            give_coupon(
+            apply_coupon_in(
                 uow,
                 customer_external_id=applied.customer_external_id,
                 coupon_code=applied.coupon_code,

@@ -10,14 +10,14 @@ from decimal import Decimal
 
 from sqlalchemy import Engine
 
-from billing.coupons import apply_coupon as applied_coupon
+from billing.coupons import applied_coupon
 from billing.models import AppliedCoupon, Wallet
 from store.unit_of_work import UnitOfWork
 
 __all__ = ["apply_coupon", "get_wallet", "list_applied_coupons", "top_up_wallet"]
 
 
-def give_coupon(
+def apply_coupon_in(
     uow: UnitOfWork,
     *,
     customer_external_id: str,
@@ -43,7 +43,7 @@ def give_coupon(
     )
 
 
-def grant_credits(
+def top_up_wallet_in(
     uow: UnitOfWork, customer_external_id: str, amount_cents: int, transaction_id: str
 ) -> Wallet:
     """:func:`top_up_wallet` inside the caller's unit of work (a catalog load uses it)."""
@@ -68,7 +68,7 @@ def apply_coupon(
     (:func:`billing.coupons.apply_coupon`).
     """
     with UnitOfWork(engine) as uow:
-        applied = give_coupon(
+        applied = apply_coupon_in(
             uow,
             customer_external_id=customer_external_id,
             coupon_code=coupon_code,
@@ -85,7 +85,7 @@ def top_up_wallet(
 ) -> Wallet:
     """Add prepaid credits; idempotent on ``transaction_id`` (a retry adds nothing)."""
     with UnitOfWork(engine) as uow:
-        wallet = grant_credits(uow, customer_external_id, amount_cents, transaction_id)
+        wallet = top_up_wallet_in(uow, customer_external_id, amount_cents, transaction_id)
         uow.commit()
         return wallet
 

@@ -30,6 +30,7 @@ __all__ = [
     "EXIT_USAGE",
     "fail",
     "first_day",
+    "invoice_json_option",
     "json_option",
     "local",
     "period_start_option",
@@ -46,8 +47,13 @@ def fail(message: str, code: int = EXIT_REFUSED) -> NoReturn:
     sys.exit(code)
 
 
-_JSON_HELP = "Print JSON (the invoice JSON, docs/architecture.md) instead of tables."
-json_option = click.option("--json", "as_json", is_flag=True, help=_JSON_HELP)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+invoice_json_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print the invoice JSON (docs/architecture.md, "Invoice JSON") instead of tables.',
+)
 period_start_option = click.option(
     "--period-start",
     type=click.DateTime(formats=["%Y-%m-%d"]),

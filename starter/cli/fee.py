@@ -12,7 +12,7 @@ from starter.cli._common import (
     EXIT_USAGE,
     fail,
     first_day,
-    json_option,
+    invoice_json_option,
     period_start_option,
     run,
     show_invoice,
@@ -39,7 +39,7 @@ def fee() -> None:
 )
 @click.option("--display-name", default=None, help="Name shown on the invoice.")
 @click.option("--remove", is_flag=True, help="Remove the adjustment: restore the computed fee.")
-@json_option
+@invoice_json_option
 def fee_edit(
     subscription: str,
     period_start: datetime | None,

@@ -8,7 +8,7 @@ import click
 
 from starter.cli._common import (
     first_day,
-    json_option,
+    invoice_json_option,
     local,
     period_start_option,
     run,
@@ -24,7 +24,7 @@ def invoice() -> None:
 @invoice.command("show")
 @click.argument("subscription")
 @period_start_option
-@json_option
+@invoice_json_option
 def invoice_show(subscription: str, period_start: datetime | None, as_json: bool) -> None:
     """The period's invoice: live from the running workflow, else from the database.
 
@@ -54,7 +54,7 @@ def invoice_show(subscription: str, period_start: datetime | None, as_json: bool
 @click.option(
     "--status", type=click.Choice(["draft", "finalized", "closed", "voided"]), default=None
 )
-@json_option
+@invoice_json_option
 def invoice_list(
     customer: str | None, subscription: str | None, status: str | None, as_json: bool
 ) -> None:
@@ -75,7 +75,7 @@ def invoice_list(
 @invoice.command("refresh")
 @click.argument("subscription")
 @period_start_option
-@json_option
+@invoice_json_option
 def invoice_refresh(subscription: str, period_start: datetime | None, as_json: bool) -> None:
     """Recompute the draft from its events and adjustments."""
     show_invoice(run(lambda b: b.refresh_invoice(subscription, first_day(period_start))), as_json)
@@ -84,7 +84,7 @@ def invoice_refresh(subscription: str, period_start: datetime | None, as_json: b
 @invoice.command("finalize")
 @click.argument("subscription")
 @period_start_option
-@json_option
+@invoice_json_option
 def invoice_finalize(subscription: str, period_start: datetime | None, as_json: bool) -> None:
     """End the grace period now: finalize (or close, when empty and skipped) the invoice."""
     show_invoice(run(lambda b: b.finalize_invoice(subscription, first_day(period_start))), as_json)

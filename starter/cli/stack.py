@@ -71,7 +71,7 @@ def catalog_load(file: Path) -> None:
 
 @click.command()
 def schema() -> None:
-    """JSON schema of every workflow input, signal and update payload."""
+    """JSON schema of every workflow input, signal, update and query payload."""
     from pydantic import BaseModel
 
     from starter.output import print_json
@@ -86,5 +86,6 @@ def schema() -> None:
         "FinalizeInvoice": messages.FinalizeInvoice,
         "UsageReceipt": messages.UsageReceipt,
         "PeriodView": messages.PeriodView,
+        "RejectedInput": messages.RejectedInput,
     }
     print_json({name: model.model_json_schema() for name, model in models.items()})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from billing.coupons import apply_coupon
+from billing.coupons import applied_coupon
 from billing.models import AppliedCoupon, Coupon, CouponFrequency, CouponType
 
 FIXED_ONCE = Coupon(code="welcome", coupon_type=CouponType.FIXED_AMOUNT, amount_cents=500)
@@ -18,7 +18,7 @@ PERCENT_RECURRING = Coupon(
 
 
 def test_a_fixed_once_coupon_carries_its_whole_amount() -> None:
-    applied = apply_coupon(FIXED_ONCE, applied_coupon_id="a1", customer_external_id="c")
+    applied = applied_coupon(FIXED_ONCE, applied_coupon_id="a1", customer_external_id="c")
     assert applied == AppliedCoupon(
         id="a1",
         coupon_code="welcome",
@@ -34,7 +34,7 @@ def test_a_fixed_once_coupon_carries_its_whole_amount() -> None:
 
 
 def test_overrides_replace_the_coupons_own_value_of_its_kind_only() -> None:
-    fixed = apply_coupon(
+    fixed = applied_coupon(
         FIXED_ONCE,
         applied_coupon_id="a1",
         customer_external_id="c",
@@ -46,7 +46,7 @@ def test_overrides_replace_the_coupons_own_value_of_its_kind_only() -> None:
         300,
         None,
     )
-    percent = apply_coupon(
+    percent = applied_coupon(
         PERCENT_RECURRING,
         applied_coupon_id="a2",
         customer_external_id="c",
@@ -57,7 +57,7 @@ def test_overrides_replace_the_coupons_own_value_of_its_kind_only() -> None:
 
 
 def test_a_recurring_coupon_counts_its_periods_and_keeps_no_remaining_amount() -> None:
-    applied = apply_coupon(PERCENT_RECURRING, applied_coupon_id="a2", customer_external_id="c")
+    applied = applied_coupon(PERCENT_RECURRING, applied_coupon_id="a2", customer_external_id="c")
     assert (applied.frequency_duration_remaining, applied.amount_cents_remaining) == (3, None)
     forever = Coupon(
         code="vip",
@@ -65,5 +65,5 @@ def test_a_recurring_coupon_counts_its_periods_and_keeps_no_remaining_amount() -
         amount_cents=100,
         frequency=CouponFrequency.FOREVER,
     )
-    applied = apply_coupon(forever, applied_coupon_id="a3", customer_external_id="c")
+    applied = applied_coupon(forever, applied_coupon_id="a3", customer_external_id="c")
     assert (applied.frequency_duration_remaining, applied.amount_cents_remaining) == (None, None)

@@ -45,7 +45,7 @@ REQUIRED_ENV = {
     },
     "webhook-sink": {"BILLING_WEBHOOK_SECRET"},
 }
-EXTRA_APP_ENV = {"BILLING_WEBHOOK_SECRET"}  # read by starter.dev, store.catalog, the sink
+EXTRA_APP_ENV = {"BILLING_WEBHOOK_SECRET"}  # read by starter.dev, services.catalog, the sink
 CLI_TYPES = {
     IndexType.KEYWORD: "Keyword",
     IndexType.TEXT: "Text",
