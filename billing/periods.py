@@ -20,6 +20,7 @@ __all__ = [
     "period_starting",
     "period_workflow_id",
     "proration_ratio",
+    "resolve_grace_period_days",
     "resolve_timezone",
 ]
 
@@ -27,6 +28,13 @@ __all__ = [
 def resolve_timezone(customer: Customer, entity: BillingEntity) -> str:
     """The customer's timezone, else the billing entity's, else UTC."""
     return customer.timezone or entity.timezone or "UTC"
+
+
+def resolve_grace_period_days(customer: Customer, entity: BillingEntity) -> int:
+    """The customer's grace period, else the billing entity's (0 is a real value)."""
+    if customer.grace_period_days is not None:
+        return customer.grace_period_days
+    return entity.grace_period_days
 
 
 def billing_period(

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from billing.catalog import Catalog, CatalogReferences, StoredCatalog
 from billing.errors import NotFound
 from billing.models import BillingContext, Coupon, Subscription
-from billing.periods import resolve_timezone
+from billing.periods import resolve_grace_period_days, resolve_timezone
 from store._rows import (
     coupon_model,
     customer_model,
@@ -76,7 +76,6 @@ class CatalogRepository:
         metrics = {metric.code: metric for _, metric in charged}.values()
         customer = customer_model(customer_row)
         entity = entity_model(entity_row)
-        grace = customer.grace_period_days
         return BillingContext(
             subscription=subscription_model(subscription),
             customer=customer,
@@ -84,7 +83,7 @@ class CatalogRepository:
             plan=plan,
             metrics={row.code: metric_model(row) for row in metrics},
             timezone=resolve_timezone(customer, entity),
-            grace_period_days=entity.grace_period_days if grace is None else grace,
+            grace_period_days=resolve_grace_period_days(customer, entity),
             currency=entity.currency,
         )
 

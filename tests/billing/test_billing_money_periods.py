@@ -12,6 +12,7 @@ from billing.periods import (
     describe_period,
     period_starting,
     proration_ratio,
+    resolve_grace_period_days,
     resolve_timezone,
 )
 
@@ -130,3 +131,13 @@ def test_resolve_timezone_customer_then_entity_then_utc() -> None:
     assert resolve_timezone(tokyo, entity) == "Asia/Tokyo"
     no_zone_entity = entity.model_copy(update={"timezone": ""})
     assert resolve_timezone(customer, no_zone_entity) == "UTC"
+
+
+def test_resolve_grace_period_customer_then_entity() -> None:
+    entity = BillingEntity(code="acme", name="Acme", invoice_prefix="ACM", grace_period_days=3)
+    customer = Customer(external_id="c1", billing_entity_code="acme")
+    assert resolve_grace_period_days(customer, entity) == 3
+    none = customer.model_copy(update={"grace_period_days": 0})
+    assert resolve_grace_period_days(none, entity) == 0  # a customer's 0 is not "unset"
+    longer = customer.model_copy(update={"grace_period_days": 10})
+    assert resolve_grace_period_days(longer, entity) == 10
