@@ -13,7 +13,7 @@ values.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -140,41 +140,64 @@ def _in_period(
     ]
 
 
-def _aggregate_column(session: Session, aggregation: AggregationType) -> ColumnElement[Any]:
-    sqlite = session.get_bind().dialect.name == "sqlite"
-    if aggregation == AggregationType.SUM:
-        return (
-            func.decimal_sum(UsageEventRow.number_value)
-            if sqlite
-            else func.sum(UsageEventRow.number_value)
-        )
-    if aggregation == AggregationType.MAX:
-        return (
-            func.decimal_max(UsageEventRow.number_value)
-            if sqlite
-            else func.max(UsageEventRow.number_value)
-        )
-    if aggregation == AggregationType.UNIQUE_COUNT:
-        return func.count(func.distinct(UsageEventRow.text_value))
-    return func.count()
-
-
 def _grouped(
     session: Session,
-    aggregation: AggregationType,
-    codes: Iterable[str],
+    by_type: dict[AggregationType, list[str]],
     where: list[ColumnElement[bool]],
 ) -> dict[str, tuple[Decimal, int]]:
-    """``{code: (aggregate, events_count)}`` computed by the database, one GROUP BY."""
+    """``{code: (aggregate, events_count)}`` of the count, sum, max and latest metrics
+    (latest: the count only), computed by the database in one GROUP BY.
+
+    Each aggregate is FILTERed to its own metrics' rows (SQLite's exact decimal
+    aggregates run in Python: no call for rows they would ignore).
+    """
+    numeric = [AggregationType.COUNT, AggregationType.SUM, AggregationType.MAX]
+    codes = [code for kind in (*numeric, AggregationType.LATEST) for code in by_type.get(kind, [])]
+    if not codes:
+        return {}
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    column = UsageEventRow.number_value
+    sum_codes, max_codes = (
+        by_type.get(AggregationType.SUM, []),
+        by_type.get(AggregationType.MAX, []),
+    )
+    total = (func.decimal_sum(column) if sqlite else func.sum(column)).filter(
+        UsageEventRow.code.in_(sum_codes or [""])
+    )
+    highest = (func.decimal_max(column) if sqlite else func.max(column)).filter(
+        UsageEventRow.code.in_(max_codes or [""])
+    )
     statement: Select[Any] = (
-        select(UsageEventRow.code, _aggregate_column(session, aggregation), func.count())
+        select(UsageEventRow.code, func.count(), total, highest)
+        .where(*where, UsageEventRow.code.in_(codes))
+        .group_by(UsageEventRow.code)
+    )
+    aggregation = {code: kind for kind, kind_codes in by_type.items() for code in kind_codes}
+    found: dict[str, tuple[Decimal, int]] = {}
+    for code, count, summed, maximum in session.execute(statement):
+        kind = aggregation[code]
+        value = summed if kind == AggregationType.SUM else maximum
+        if kind in (AggregationType.COUNT, AggregationType.LATEST):
+            value = count
+        found[code] = (Decimal(str(value)) if value is not None else Decimal(0), int(count))
+    return found
+
+
+def _unique_counts(
+    session: Session, codes: Sequence[str], where: list[ColumnElement[bool]]
+) -> dict[str, tuple[Decimal, int]]:
+    """``{code: (distinct values, events_count)}``: apart from :func:`_grouped`, whose
+    scan stays on the (subscription, code, timestamp) index without reading the rows."""
+    statement: Select[Any] = (
+        select(
+            UsageEventRow.code, func.count(func.distinct(UsageEventRow.text_value)), func.count()
+        )
         .where(*where, UsageEventRow.code.in_(list(codes)))
         .group_by(UsageEventRow.code)
     )
-    found: dict[str, tuple[Decimal, int]] = {}
-    for code, value, count in session.execute(statement):
-        found[code] = (Decimal(str(value)) if value is not None else Decimal(0), int(count))
-    return found
+    return {
+        code: (Decimal(str(value)), int(count)) for code, value, count in session.execute(statement)
+    }
 
 
 def _latest(session: Session, code: str, where: list[ColumnElement[bool]]) -> Decimal:
@@ -207,19 +230,12 @@ def _charge_usage(
     for metric in metrics:
         by_type.setdefault(metric.aggregation_type, []).append(metric.code)
 
-    units: dict[str, tuple[Decimal, int]] = {}
-    for aggregation in (
-        AggregationType.COUNT,
-        AggregationType.SUM,
-        AggregationType.MAX,
-        AggregationType.UNIQUE_COUNT,
-    ):
-        if aggregation in by_type:
-            units.update(_grouped(session, aggregation, by_type[aggregation], where))
+    units = _grouped(session, by_type, where)
+    if AggregationType.UNIQUE_COUNT in by_type:
+        units.update(_unique_counts(session, by_type[AggregationType.UNIQUE_COUNT], where))
     for code in by_type.get(AggregationType.LATEST, []):
-        counts = _grouped(session, AggregationType.COUNT, [code], where)
-        if code in counts:
-            units[code] = (_latest(session, code, where), counts[code][1])
+        if code in units:
+            units[code] = (_latest(session, code, where), units[code][1])
 
     values_needed = {
         charge.billable_metric_code
