@@ -203,8 +203,7 @@ def queue_drafted_webhook(engine: Engine, invoice_id: str) -> list[str]:
     """``invoice.drafted`` outbox rows, when the billing entity sends them; idempotent."""
     with UnitOfWork(engine) as uow:
         invoice = uow.invoices.lock(invoice_id)
-        context = uow.catalog.billing_context(invoice.subscription_external_id)
-        if not context.billing_entity.send_invoice_drafted_webhook:
+        if not uow.catalog.sends_drafted_webhook(invoice.billing_entity_code):
             return []
         existing = uow.webhooks.delivery_ids(invoice_id, INVOICE_DRAFTED)
         if existing or invoice.status != InvoiceStatus.DRAFT:

@@ -6,7 +6,6 @@ quietly adding statements (a reload, a lazy load, a per-fee query).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -30,17 +29,18 @@ from tests.services.test_invoices import ISSUED_AT, KOALA_PAYG, NORTHWIND
 
 T = TypeVar("T")
 
-# Statements per call, BEGIN/COMMIT excluded (the example catalog: a plan with usage
-# charges of several aggregation types, a coupon, a wallet, one webhook endpoint).
+# Statements per call on either dialect, BEGIN/COMMIT excluded (the example catalog: a
+# plan with count, max and unique_count charges, a coupon, a wallet, one webhook
+# endpoint). Before the store went to Core statements: 15, 13, 14, 14, 24, 10, 3, 8.
 BOUNDS = {
-    "create_draft": 0,
-    "refresh_draft": 0,
-    "adjust_fee": 0,
-    "remove_fee_adjustment": 0,
-    "finalize_invoice": 0,
-    "finalize_invoice (closed)": 0,
-    "finalize_invoice (repeat)": 0,
-    "queue_drafted_webhook": 0,
+    "create_draft": 9,
+    "refresh_draft": 7,
+    "adjust_fee": 11,
+    "remove_fee_adjustment": 11,
+    "finalize_invoice": 19,
+    "finalize_invoice (closed)": 6,
+    "finalize_invoice (repeat)": 2,
+    "queue_drafted_webhook": 5,
 }
 
 
@@ -59,12 +59,10 @@ def _counting(engine: Engine) -> Iterator[list[str]]:
         event.remove(engine, "before_cursor_execute", count)
 
 
-def _measure(engine: Engine, counts: dict[str, int], name: str, call: Callable[[], T]) -> T:
+def _measure(engine: Engine, counts: dict[str, list[str]], name: str, call: Callable[[], T]) -> T:
     with _counting(engine) as statements:
         result = call()
-    counts[name] = len(statements)
-    if os.environ.get("SHOW_SQL"):
-        print("==", name, *(" ".join(s.split())[:150] for s in statements), sep="\n  ")
+    counts[name] = [" ".join(statement.split())[:100] for statement in statements]
     return result
 
 
@@ -76,10 +74,15 @@ def test_statements_per_invoice_operation(catalog_engine: Engine) -> None:
         NORTHWIND,
         start,
         end,
-        [usage_event(NORTHWIND, f"c{i}", "api_calls", "2026-01-20T12:00:00+00:00") for i in range(5)],
+        [
+            usage_event(NORTHWIND, f"c{i}", "api_calls", "2026-01-20T12:00:00+00:00")
+            for i in range(5)
+        ],
     )
-    counts: dict[str, int] = {}
-    draft = _measure(engine, counts, "create_draft", lambda: create_draft(engine, NORTHWIND, start, end))
+    counts: dict[str, list[str]] = {}
+    draft = _measure(
+        engine, counts, "create_draft", lambda: create_draft(engine, NORTHWIND, start, end)
+    )
     _measure(engine, counts, "refresh_draft", lambda: refresh_draft(engine, draft.id))
     adjustment = AdjustedFee(
         charge_code="api_calls", mode=AdjustmentMode.UNITS, units=Decimal(60_000)
@@ -91,7 +94,9 @@ def test_statements_per_invoice_operation(catalog_engine: Engine) -> None:
         "remove_fee_adjustment",
         lambda: remove_fee_adjustment(engine, draft.id, "api_calls"),
     )
-    _measure(engine, counts, "queue_drafted_webhook", lambda: queue_drafted_webhook(engine, draft.id))
+    _measure(
+        engine, counts, "queue_drafted_webhook", lambda: queue_drafted_webhook(engine, draft.id)
+    )
     outcome = _measure(
         engine, counts, "finalize_invoice", lambda: finalize_invoice(engine, draft.id, ISSUED_AT)
     )
@@ -110,6 +115,5 @@ def test_statements_per_invoice_operation(catalog_engine: Engine) -> None:
         lambda: finalize_invoice(engine, empty.id, ISSUED_AT),
     )
     assert closed.invoice.status == InvoiceStatus.CLOSED
-    print(engine.dialect.name, counts)
-    over = {name: (counts[name], bound) for name, bound in BOUNDS.items() if counts[name] > bound}
-    assert not over, f"statements over their bound (count, bound): {over}"
+    over = {name: counts[name] for name, bound in BOUNDS.items() if len(counts[name]) > bound}
+    assert not over, f"statements over their bound: {over}"
