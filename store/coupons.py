@@ -17,6 +17,7 @@ from billing.models import AppliedCoupon, Wallet
 from store._rows import applied_coupon_model, dialect_insert, utcnow
 from store.schema import (
     AppliedCouponRow,
+    Base,
     CouponConsumptionRow,
     WalletRow,
     WalletTransactionRow,
@@ -70,7 +71,7 @@ class CouponRepository:
 
     def lock_active(self, customer_external_id: str) -> list[AppliedCoupon]:
         """The customer's active coupons in applied order, locked until commit."""
-        coupons = AppliedCouponRow.__table__
+        coupons = Base.metadata.tables[AppliedCouponRow.__tablename__]
         rows = self._session.execute(
             select(coupons)
             .where(
@@ -150,7 +151,7 @@ class CouponRepository:
         session = self._session
         consumptions = totals.coupon_consumptions
         if consumptions:
-            coupons = AppliedCouponRow.__table__
+            coupons = Base.metadata.tables[AppliedCouponRow.__tablename__]
             session.execute(
                 update(coupons)
                 .where(coupons.c.id == bindparam("consumed_id"))

@@ -26,16 +26,16 @@ from billing.models import (
     InvoiceStatus,
 )
 from store._rows import dialect_insert, utcnow
-from store.schema import AdjustedFeeRow, FeeRow, InvoiceRow, InvoiceSequenceRow
+from store.schema import AdjustedFeeRow, Base, FeeRow, InvoiceRow, InvoiceSequenceRow
 
 __all__ = ["InvoiceRepository"]
 
 # Core statements over the tables (no ORM identity map, no reloads): the columns keep
 # their types (UTCDateTime, ExactDecimal), so values read back exactly as stored.
-_INVOICES = InvoiceRow.__table__
-_FEES = FeeRow.__table__
-_ADJUSTMENTS = AdjustedFeeRow.__table__
-_SEQUENCES = InvoiceSequenceRow.__table__
+_INVOICES = Base.metadata.tables[InvoiceRow.__tablename__]
+_FEES = Base.metadata.tables[FeeRow.__tablename__]
+_ADJUSTMENTS = Base.metadata.tables[AdjustedFeeRow.__tablename__]
+_SEQUENCES = Base.metadata.tables[InvoiceSequenceRow.__tablename__]
 
 _INVOICE_FIELDS = (
     "id",
@@ -77,7 +77,7 @@ _FEE_COLUMNS = tuple(_FEES.c[name].label(f"fee_{name}") for name in _FEE_FIELDS)
 _FEE_RETURNING = tuple(_FEES.c[name] for name in _FEE_FIELDS)
 
 
-def _fee_model(values: Mapping[str, Any]) -> Fee:
+def _fee_model(values: Mapping[Any, Any]) -> Fee:
     return Fee(**values)
 
 

@@ -75,13 +75,14 @@ def _copy_events(session: Session, rows: Sequence[tuple[Any, ...]]) -> int:
     """COPY ``rows`` (staging columns without position) in; returns how many were new."""
     # The driver's own connection, inside the session's transaction.
     driver = session.connection().connection.driver_connection
+    assert driver is not None
     with driver.cursor() as cursor:
         cursor.execute(_CREATE_STAGING)
         with cursor.copy(_COPY_STAGING) as copy:
             for position, row in enumerate(rows):
                 copy.write_row((position, *row))
         cursor.execute(_INSERT_STAGED)
-        return cursor.rowcount
+        return int(cursor.rowcount)
 
 
 def _insert_events(
@@ -188,7 +189,7 @@ def _unique_counts(
 ) -> dict[str, tuple[Decimal, int]]:
     """``{code: (distinct values, events_count)}``: apart from :func:`_grouped`, whose
     scan stays on the (subscription, code, timestamp) index without reading the rows."""
-    statement: Select[Any] = (
+    statement = (
         select(
             UsageEventRow.code, func.count(func.distinct(UsageEventRow.text_value)), func.count()
         )
