@@ -9,8 +9,13 @@ Against an embedded dev server and a fresh PostgreSQL schema, with one in-proces
 2. **replay**: the same signals again; once every period has counted them as duplicates
    the table must hold the same E rows (asserted).
 3. **direct**: the same events for other subscriptions through ``services.usage.record_usage``
-   in batches of 1,000 on one connection (INSERT ... ON CONFLICT DO NOTHING), then replayed
-   (must add none, asserted).
+   in batches of 1,000 on one connection (on PostgreSQL: COPY into a staging table, then
+   INSERT ... SELECT ... ON CONFLICT DO NOTHING), then replayed (must add none, asserted).
+4. **raw COPY**: the reference, PostgreSQL's own speed: the same events for other
+   subscriptions, with the values the store extracts computed beforehand, in one
+   ``COPY usage_events FROM STDIN`` and one commit (no dedupe, no validation).
+
+The summary gives events/s of all three and the ratios signals/raw and direct/raw.
 
     .venv/bin/python bench/ingest.py                      # 100,000 events, 10 periods
     .venv/bin/python bench/ingest.py --events 1000000
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -45,6 +51,8 @@ from sqlalchemy import text
 from temporalio.client import Client, WorkflowHandle
 
 from billing.models import UsageEvent
+from billing.usage import AcceptedEvent, accept_event
+from services.catalog import get_billing_context
 from services.usage import record_usage
 from starter.periods import start_period
 from worker import ACTIVITY_THREADS, build_worker, tune_garbage_collection
@@ -244,6 +252,62 @@ def run_direct(engine: sqlalchemy.Engine, args: argparse.Namespace) -> dict[str,
     }
 
 
+RAW_COPY = (
+    'COPY usage_events (subscription_external_id, transaction_id, code, "timestamp", '
+    "properties, number_value, text_value) FROM STDIN"
+)
+
+
+def run_raw_copy(engine: sqlalchemy.Engine, args: argparse.Namespace) -> dict[str, Any]:
+    """The reference: the same events COPYed straight into ``usage_events``, one commit."""
+    start, end = this_month()
+    per_period = args.events // args.periods
+    total = per_period * args.periods
+    rows: list[tuple[Any, ...]] = []
+    for index in range(args.periods):
+        sub = f"raw_{index:04d}"
+        context = get_billing_context(engine, sub)
+        for batch in batches_for(sub, start, per_period):
+            for event in batch.events:
+                verdict = accept_event(event, context, start, end)
+                assert isinstance(verdict, AcceptedEvent)
+                rows.append(
+                    (
+                        sub,
+                        event.transaction_id,
+                        event.code,
+                        event.timestamp,
+                        json.dumps(event.properties),
+                        verdict.number_value,
+                        verdict.text_value,
+                    )
+                )
+    pooled = engine.raw_connection()
+    try:
+        driver = pooled.driver_connection
+        assert driver is not None
+        began = time.monotonic()
+        with driver.cursor() as cursor, cursor.copy(RAW_COPY) as copy:
+            for row in rows:
+                copy.write_row(row)
+        driver.commit()
+        seconds = time.monotonic() - began
+    finally:
+        pooled.close()
+    assert count_events(engine, "raw_") == total
+    print(
+        f"  raw COPY (1 statement, 1 commit, values extracted beforehand): {total:,} events "
+        f"in {seconds:.2f}s = {total / seconds:,.0f} events/s; load {load_average()}",
+        flush=True,
+    )
+    return {
+        "events": total,
+        "seconds": round(seconds, 3),
+        "events_per_second": round(total / seconds),
+        "load_average_after": load_average(),
+    }
+
+
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
         "benchmark": "ingest",
@@ -259,6 +323,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     )
     subscriptions = [f"sig_{i:04d}" for i in range(args.periods)]
     subscriptions += [f"dir_{i:04d}" for i in range(args.periods)]
+    subscriptions += [f"raw_{i:04d}" for i in range(args.periods)]
     with fresh_schema(args.url, "bench_ingest") as url:
         engine = load_bench_catalog(url, subscriptions, "http://127.0.0.1:9/unused")
         tune_garbage_collection()  # as worker.run_worker does
@@ -266,11 +331,15 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             async with dev_server() as client:
                 result["signals"] = await run_signals(client, engine, args)
             result["direct"] = await asyncio.to_thread(run_direct, engine, args)
+            result["raw_copy"] = await asyncio.to_thread(run_raw_copy, engine, args)
         finally:
             engine.dispose()
-    result["ratio_to_direct"] = round(
-        result["signals"]["events_per_second"] / result["direct"]["events_per_second"], 3
+    signals, direct, raw = (
+        result[name]["events_per_second"] for name in ("signals", "direct", "raw_copy")
     )
+    result["ratio_to_direct"] = round(signals / direct, 3)
+    result["signals_to_raw_copy"] = round(signals / raw, 3)
+    result["direct_to_raw_copy"] = round(direct / raw, 3)
     return result
 
 
@@ -289,7 +358,10 @@ def main() -> None:
         result,
         args.output,
         f"signals {result['signals']['events_per_second']:,} events/s, direct "
-        f"{result['direct']['events_per_second']:,} events/s, ratio {result['ratio_to_direct']}; "
+        f"{result['direct']['events_per_second']:,} events/s, raw COPY "
+        f"{result['raw_copy']['events_per_second']:,} events/s; signals/direct "
+        f"{result['ratio_to_direct']}, signals/raw COPY {result['signals_to_raw_copy']}, "
+        f"direct/raw COPY {result['direct_to_raw_copy']}; "
         f"replays added {result['signals']['replay_added']} / {result['direct']['replay_added']}",
     )
 

@@ -64,8 +64,14 @@ def _require_draft(invoice: Invoice) -> None:
         raise InvoiceNotEditable(invoice.number or invoice.id, invoice.status.value)
 
 
-def _fees(uow: UnitOfWork, context: BillingContext, invoice: Invoice) -> tuple[Fee, ...]:
-    """The invoice's fees computed from its period's usage and its adjustments."""
+def _fees(
+    uow: UnitOfWork,
+    context: BillingContext,
+    invoice: Invoice,
+    adjustments: dict[str, AdjustedFee] | None = None,
+) -> tuple[Fee, ...]:
+    """The invoice's fees computed from its period's usage and its adjustments
+    (``adjustments``: when already known, e.g. none on a draft just inserted)."""
     start, end = invoice.period_start, invoice.period_end
     return compute_fees(
         context.plan,
@@ -76,15 +82,23 @@ def _fees(uow: UnitOfWork, context: BillingContext, invoice: Invoice) -> tuple[F
         context.currency,
         context.timezone,
         uow.usage.charge_usage(context, start, end),
-        uow.invoices.adjustments(invoice.id),
+        uow.invoices.adjustments(invoice.id) if adjustments is None else adjustments,
     )
 
 
-def _recompute_draft(uow: UnitOfWork, invoice: Invoice, context: BillingContext) -> Invoice:
-    """Recompute a draft's fees and totals, and store them."""
-    fees = _fees(uow, context, invoice)
+def _recompute_draft(
+    uow: UnitOfWork,
+    invoice: Invoice,
+    context: BillingContext,
+    adjustments: dict[str, AdjustedFee] | None = None,
+) -> Invoice:
+    """Recompute a draft's fees and totals, and store them (``invoice`` as read in this
+    unit of work: its fees are rewritten only when they changed)."""
+    fees = _fees(uow, context, invoice, adjustments)
     rate = tax_rate(context.customer, context.billing_entity)
-    return uow.invoices.save_draft(invoice.id, draft_totals(fees, rate, context.currency), rate)
+    return uow.invoices.save_draft(
+        invoice.id, draft_totals(fees, rate, context.currency), rate, stored_fees=invoice.fees
+    )
 
 
 def create_draft(
@@ -98,10 +112,11 @@ def create_draft(
             return existing
         context = uow.catalog.billing_context(subscription_external_id)
         number = draft_number(context.billing_entity.invoice_prefix)
-        inserted = uow.invoices.add_draft(invoice_id, number, context, period_start, period_end)
-        draft = uow.invoices.get(invoice_id)
-        if inserted:  # else created concurrently by another attempt
-            draft = _recompute_draft(uow, draft, context)
+        draft = uow.invoices.add_draft(invoice_id, number, context, period_start, period_end)
+        if draft is None:  # created concurrently by another attempt
+            draft = uow.invoices.get(invoice_id)
+        else:  # just inserted: no fees, no adjustments yet
+            draft = _recompute_draft(uow, draft, context, adjustments={})
         uow.commit()
         return draft
 
@@ -158,7 +173,11 @@ def finalize_invoice(engine: Engine, invoice_id: str, issued_at: datetime) -> Fi
 
         if should_close(fees, entity, customer):
             closed = uow.invoices.close(
-                invoice_id, draft_totals(fees, rate, context.currency), rate, issued_at
+                invoice_id,
+                draft_totals(fees, rate, context.currency),
+                rate,
+                issued_at,
+                stored_fees=invoice.fees,
             )
             uow.commit()
             return FinalizationOutcome(invoice=closed)
@@ -172,7 +191,9 @@ def finalize_invoice(engine: Engine, invoice_id: str, issued_at: datetime) -> Fi
         )
         uow.coupons.consume(invoice_id, customer.external_id, totals, issued_at)
         number = final_number(entity.invoice_prefix, uow.invoices.next_number(entity.code))
-        finalized = uow.invoices.finalize(invoice_id, totals, rate, number, issued_at)
+        finalized = uow.invoices.finalize(
+            invoice_id, totals, rate, number, issued_at, stored_fees=invoice.fees
+        )
         delivery_ids = uow.webhooks.queue(finalized, INVOICE_CREATED, issued_at)
         uow.commit()
         return FinalizationOutcome(invoice=finalized, delivery_ids=delivery_ids)
@@ -182,8 +203,7 @@ def queue_drafted_webhook(engine: Engine, invoice_id: str) -> list[str]:
     """``invoice.drafted`` outbox rows, when the billing entity sends them; idempotent."""
     with UnitOfWork(engine) as uow:
         invoice = uow.invoices.lock(invoice_id)
-        context = uow.catalog.billing_context(invoice.subscription_external_id)
-        if not context.billing_entity.send_invoice_drafted_webhook:
+        if not uow.catalog.sends_drafted_webhook(invoice.billing_entity_code):
             return []
         existing = uow.webhooks.delivery_ids(invoice_id, INVOICE_DRAFTED)
         if existing or invoice.status != InvoiceStatus.DRAFT:

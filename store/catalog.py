@@ -87,6 +87,16 @@ class CatalogRepository:
             currency=entity.currency,
         )
 
+    def sends_drafted_webhook(self, billing_entity_code: str) -> bool:
+        """Whether the billing entity sends ``invoice.drafted`` (one column, no context)."""
+        return bool(
+            self._session.scalar(
+                select(BillingEntityRow.send_invoice_drafted_webhook).where(
+                    BillingEntityRow.code == billing_entity_code
+                )
+            )
+        )
+
     def list_subscriptions(self) -> list[Subscription]:
         """All subscriptions, by external id."""
         rows = self._session.scalars(select(SubscriptionRow).order_by(SubscriptionRow.external_id))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from billing.invoicing import Totals
@@ -17,6 +17,7 @@ from billing.models import AppliedCoupon, Wallet
 from store._rows import applied_coupon_model, dialect_insert, utcnow
 from store.schema import (
     AppliedCouponRow,
+    Base,
     CouponConsumptionRow,
     WalletRow,
     WalletTransactionRow,
@@ -70,17 +71,17 @@ class CouponRepository:
 
     def lock_active(self, customer_external_id: str) -> list[AppliedCoupon]:
         """The customer's active coupons in applied order, locked until commit."""
-        rows = self._session.scalars(
-            select(AppliedCouponRow)
+        coupons = Base.metadata.tables[AppliedCouponRow.__tablename__]
+        rows = self._session.execute(
+            select(coupons)
             .where(
-                AppliedCouponRow.customer_external_id == customer_external_id,
-                AppliedCouponRow.status == "active",
+                coupons.c.customer_external_id == customer_external_id,
+                coupons.c.status == "active",
             )
-            .order_by(AppliedCouponRow.applied_order, AppliedCouponRow.id)
+            .order_by(coupons.c.applied_order, coupons.c.id)
             .with_for_update()
-            .execution_options(populate_existing=True)
         )
-        return [applied_coupon_model(row) for row in rows]
+        return [applied_coupon_model(row) for row in rows]  # type: ignore[arg-type]
 
     # ----------------------------------------------------------------------- wallets
 
@@ -148,15 +149,26 @@ class CouponRepository:
     ) -> None:
         """Persist what a finalization takes from coupons and from the wallet."""
         session = self._session
-        for consumption in totals.coupon_consumptions:
+        consumptions = totals.coupon_consumptions
+        if consumptions:
+            coupons = Base.metadata.tables[AppliedCouponRow.__tablename__]
             session.execute(
-                update(AppliedCouponRow)
-                .where(AppliedCouponRow.id == consumption.applied_coupon_id)
+                update(coupons)
+                .where(coupons.c.id == bindparam("consumed_id"))
                 .values(
-                    amount_cents_remaining=consumption.amount_cents_remaining,
-                    frequency_duration_remaining=consumption.frequency_duration_remaining,
-                    status="terminated" if consumption.terminated else "active",
-                )
+                    amount_cents_remaining=bindparam("amount_remaining"),
+                    frequency_duration_remaining=bindparam("duration_remaining"),
+                    status=bindparam("new_status"),
+                ),
+                [
+                    {
+                        "consumed_id": consumption.applied_coupon_id,
+                        "amount_remaining": consumption.amount_cents_remaining,
+                        "duration_remaining": consumption.frequency_duration_remaining,
+                        "new_status": "terminated" if consumption.terminated else "active",
+                    }
+                    for consumption in consumptions
+                ],
             )
             session.execute(
                 insert(CouponConsumptionRow),
@@ -166,6 +178,7 @@ class CouponRepository:
                         "applied_coupon_id": consumption.applied_coupon_id,
                         "amount_cents": consumption.amount_cents,
                     }
+                    for consumption in consumptions
                 ],
             )
         credits = totals.prepaid_credit_amount_cents

@@ -7,12 +7,12 @@ change to the invoice or its fees. The draft is unique on (subscription, period 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Row, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from billing.errors import NotFound
@@ -22,34 +22,94 @@ from billing.models import (
     AdjustmentMode,
     BillingContext,
     Fee,
-    FeeKind,
     Invoice,
     InvoiceStatus,
 )
 from store._rows import dialect_insert, utcnow
-from store.schema import AdjustedFeeRow, FeeRow, InvoiceRow, InvoiceSequenceRow
+from store.schema import AdjustedFeeRow, Base, FeeRow, InvoiceRow, InvoiceSequenceRow
 
 __all__ = ["InvoiceRepository"]
 
+# Core statements over the tables (no ORM identity map, no reloads): the columns keep
+# their types (UTCDateTime, ExactDecimal), so values read back exactly as stored.
+_INVOICES = Base.metadata.tables[InvoiceRow.__tablename__]
+_FEES = Base.metadata.tables[FeeRow.__tablename__]
+_ADJUSTMENTS = Base.metadata.tables[AdjustedFeeRow.__tablename__]
+_SEQUENCES = Base.metadata.tables[InvoiceSequenceRow.__tablename__]
 
-def _fee_model(row: FeeRow) -> Fee:
-    return Fee(
-        code=row.code,
-        kind=FeeKind(row.kind),
-        display_name=row.display_name,
-        units=row.units,
-        amount_cents=row.amount_cents,
-        precise_amount=row.precise_amount,
-        unit_amount=row.unit_amount,
-        events_count=row.events_count,
-        adjusted=row.adjusted,
-        coupons_amount_cents=row.coupons_amount_cents,
-        taxes_amount_cents=row.taxes_amount_cents,
-        precise_taxes_amount=row.precise_taxes_amount,
+_INVOICE_FIELDS = (
+    "id",
+    "number",
+    "status",
+    "currency",
+    "customer_external_id",
+    "subscription_external_id",
+    "billing_entity_code",
+    "period_start",
+    "period_end",
+    "issuing_date",
+    "fees_amount_cents",
+    "coupons_amount_cents",
+    "taxes_amount_cents",
+    "sub_total_excluding_taxes_amount_cents",
+    "sub_total_including_taxes_amount_cents",
+    "prepaid_credit_amount_cents",
+    "total_amount_cents",
+    "tax_rate",
+)
+_FEE_FIELDS = (
+    "code",
+    "kind",
+    "display_name",
+    "units",
+    "amount_cents",
+    "precise_amount",
+    "unit_amount",
+    "events_count",
+    "adjusted",
+    "coupons_amount_cents",
+    "taxes_amount_cents",
+    "precise_taxes_amount",
+)
+_INVOICE_COLUMNS = tuple(_INVOICES.c[name] for name in _INVOICE_FIELDS)
+# Fee columns labelled apart from the invoice's (both have coupons/taxes amounts).
+_FEE_COLUMNS = tuple(_FEES.c[name].label(f"fee_{name}") for name in _FEE_FIELDS)
+_FEE_RETURNING = tuple(_FEES.c[name] for name in _FEE_FIELDS)
+
+
+def _fee_model(values: Mapping[Any, Any]) -> Fee:
+    return Fee(**values)
+
+
+def _invoice_model(header: Mapping[str, Any], fees: Sequence[Fee]) -> Invoice:
+    return Invoice(**header, fees=tuple(fees))
+
+
+def _with_fees(rows: Sequence[Row[Any]]) -> list[Invoice]:
+    """Invoices from ``invoices LEFT JOIN fees`` rows (ordered by invoice, then position)."""
+    invoices: list[Invoice] = []
+    header: dict[str, Any] | None = None
+    fees: list[Fee] = []
+    for row in rows:
+        values = row._mapping
+        if header is None or header["id"] != values["id"]:
+            if header is not None:
+                invoices.append(_invoice_model(header, fees))
+            header, fees = {name: values[name] for name in _INVOICE_FIELDS}, []
+        if values["fee_code"] is not None:
+            fees.append(_fee_model({name: values[f"fee_{name}"] for name in _FEE_FIELDS}))
+    if header is not None:
+        invoices.append(_invoice_model(header, fees))
+    return invoices
+
+
+def _select_with_fees() -> Any:
+    return select(*_INVOICE_COLUMNS, *_FEE_COLUMNS).select_from(
+        _INVOICES.outerjoin(_FEES, _FEES.c.invoice_id == _INVOICES.c.id)
     )
 
 
-def _adjustment_model(row: AdjustedFeeRow) -> AdjustedFee:
+def _adjustment_model(row: Row[Any]) -> AdjustedFee:
     return AdjustedFee(
         charge_code=row.charge_code,
         mode=AdjustmentMode(row.mode),
@@ -71,6 +131,13 @@ def _totals_values(totals: Totals) -> dict[str, Any]:
     }
 
 
+def _same_fees(stored: Sequence[Fee], computed: Sequence[Fee]) -> bool:
+    """Equal as written (decimal text included), so skipping the rewrite changes nothing."""
+    return [fee.model_dump(mode="json") for fee in stored] == [
+        fee.model_dump(mode="json") for fee in computed
+    ]
+
+
 class InvoiceRepository:
     """Invoices inside one unit of work."""
 
@@ -79,65 +146,29 @@ class InvoiceRepository:
 
     # ----------------------------------------------------------------------- reads
 
-    def _model(self, row: InvoiceRow) -> Invoice:
-        fees = self._session.scalars(
-            select(FeeRow)
-            .where(FeeRow.invoice_id == row.id)
-            .order_by(FeeRow.position)
-            .execution_options(populate_existing=True)
-        )
-        return Invoice(
-            id=row.id,
-            number=row.number,
-            status=InvoiceStatus(row.status),
-            currency=row.currency,
-            customer_external_id=row.customer_external_id,
-            subscription_external_id=row.subscription_external_id,
-            billing_entity_code=row.billing_entity_code,
-            period_start=row.period_start,
-            period_end=row.period_end,
-            issuing_date=row.issuing_date,
-            fees=tuple(_fee_model(fee) for fee in fees),
-            fees_amount_cents=row.fees_amount_cents,
-            coupons_amount_cents=row.coupons_amount_cents,
-            taxes_amount_cents=row.taxes_amount_cents,
-            sub_total_excluding_taxes_amount_cents=row.sub_total_excluding_taxes_amount_cents,
-            sub_total_including_taxes_amount_cents=row.sub_total_including_taxes_amount_cents,
-            prepaid_credit_amount_cents=row.prepaid_credit_amount_cents,
-            total_amount_cents=row.total_amount_cents,
-            tax_rate=row.tax_rate,
-        )
-
-    def _reload(self, invoice_id: str) -> Invoice:
-        row = self._session.scalar(
-            select(InvoiceRow)
-            .where(InvoiceRow.id == invoice_id)
-            .execution_options(populate_existing=True)
-        )
-        assert row is not None
-        return self._model(row)
+    def _one(self, statement: Any) -> Invoice | None:
+        found = _with_fees(self._session.execute(statement.order_by(_FEES.c.position)).all())
+        return found[0] if found else None
 
     def get(self, invoice_id: str) -> Invoice:
         """The invoice; raises :class:`NotFound` when there is none."""
-        row = self._session.get(InvoiceRow, invoice_id)
-        if row is None:
+        invoice = self.find(invoice_id)
+        if invoice is None:
             raise NotFound(f"invoice {invoice_id!r} does not exist")
-        return self._model(row)
+        return invoice
 
     def find(self, invoice_id: str) -> Invoice | None:
-        row = self._session.get(InvoiceRow, invoice_id)
-        return None if row is None else self._model(row)
+        return self._one(_select_with_fees().where(_INVOICES.c.id == invoice_id))
 
     def find_for_period(
         self, subscription_external_id: str, period_start: datetime
     ) -> Invoice | None:
-        row = self._session.scalar(
-            select(InvoiceRow).where(
-                InvoiceRow.subscription_external_id == subscription_external_id,
-                InvoiceRow.period_start == period_start,
+        return self._one(
+            _select_with_fees().where(
+                _INVOICES.c.subscription_external_id == subscription_external_id,
+                _INVOICES.c.period_start == period_start,
             )
         )
-        return None if row is None else self._model(row)
 
     def find_all(
         self,
@@ -147,37 +178,36 @@ class InvoiceRepository:
         status: InvoiceStatus | None = None,
     ) -> list[Invoice]:
         """Invoices by period start, then subscription; filters combine."""
-        statement = select(InvoiceRow).order_by(
-            InvoiceRow.period_start, InvoiceRow.subscription_external_id
+        statement = _select_with_fees().order_by(
+            _INVOICES.c.period_start,
+            _INVOICES.c.subscription_external_id,
+            _INVOICES.c.id,
+            _FEES.c.position,
         )
         if customer_external_id is not None:
-            statement = statement.where(InvoiceRow.customer_external_id == customer_external_id)
+            statement = statement.where(_INVOICES.c.customer_external_id == customer_external_id)
         if subscription_external_id is not None:
             statement = statement.where(
-                InvoiceRow.subscription_external_id == subscription_external_id
+                _INVOICES.c.subscription_external_id == subscription_external_id
             )
         if status is not None:
-            statement = statement.where(InvoiceRow.status == status.value)
-        return [self._model(row) for row in self._session.scalars(statement).all()]
+            statement = statement.where(_INVOICES.c.status == status.value)
+        return _with_fees(self._session.execute(statement).all())
 
     def lock(self, invoice_id: str) -> Invoice:
-        """The invoice, locked until commit (PostgreSQL; SQLite's write lock is held)."""
-        row = self._session.scalar(
-            select(InvoiceRow)
-            .where(InvoiceRow.id == invoice_id)
-            .with_for_update()
-            .execution_options(populate_existing=True)
+        """The invoice with its fees, locked until commit (PostgreSQL; SQLite's write lock
+        is held). One statement: the lock is taken on the invoice row only."""
+        invoice = self._one(
+            _select_with_fees().where(_INVOICES.c.id == invoice_id).with_for_update(of=_INVOICES)
         )
-        if row is None:
+        if invoice is None:
             raise NotFound(f"invoice {invoice_id!r} does not exist")
-        return self._model(row)
+        return invoice
 
     def adjustments(self, invoice_id: str) -> dict[str, AdjustedFee]:
         """The operator's edits of the invoice, by charge code."""
-        rows = self._session.scalars(
-            select(AdjustedFeeRow)
-            .where(AdjustedFeeRow.invoice_id == invoice_id)
-            .execution_options(populate_existing=True)
+        rows = self._session.execute(
+            select(_ADJUSTMENTS).where(_ADJUSTMENTS.c.invoice_id == invoice_id)
         )
         return {row.charge_code: _adjustment_model(row) for row in rows}
 
@@ -190,13 +220,14 @@ class InvoiceRepository:
         context: BillingContext,
         period_start: datetime,
         period_end: datetime,
-    ) -> bool:
-        """Insert an empty draft; False when one exists for (subscription, period start)."""
+    ) -> Invoice | None:
+        """Insert an empty draft and return it; None when one exists for (subscription,
+        period start)."""
         now = utcnow()
         inserted = self._session.execute(
             dialect_insert(self._session, InvoiceRow)
             .on_conflict_do_nothing(index_elements=["subscription_external_id", "period_start"])
-            .returning(InvoiceRow.__table__.c.id),
+            .returning(*_INVOICE_COLUMNS),
             [
                 {
                     "id": invoice_id,
@@ -222,7 +253,7 @@ class InvoiceRepository:
                 }
             ],
         ).all()
-        return bool(inserted)
+        return _invoice_model(dict(inserted[0]._mapping), ()) if inserted else None
 
     def save_adjustment(self, invoice_id: str, adjustment: AdjustedFee) -> None:
         """Store an operator's edit, replacing an earlier one of the same charge."""
@@ -249,43 +280,71 @@ class InvoiceRepository:
 
     def delete_adjustment(self, invoice_id: str, charge_code: str) -> None:
         self._session.execute(
-            delete(AdjustedFeeRow).where(
-                AdjustedFeeRow.invoice_id == invoice_id, AdjustedFeeRow.charge_code == charge_code
+            delete(_ADJUSTMENTS).where(
+                _ADJUSTMENTS.c.invoice_id == invoice_id, _ADJUSTMENTS.c.charge_code == charge_code
             )
         )
 
-    def _write_fees(self, invoice_id: str, fees: Sequence[Fee]) -> None:
-        """Replace the invoice's fees (only possible while it is a draft: see the triggers)."""
-        self._session.execute(delete(FeeRow).where(FeeRow.invoice_id == invoice_id))
-        if fees:
-            self._session.execute(
-                insert(FeeRow),
-                [
-                    {"invoice_id": invoice_id, "position": position, **fee.model_dump()}
-                    for position, fee in enumerate(fees)
-                ],
-            )
+    def _write_fees(
+        self, invoice_id: str, fees: Sequence[Fee], stored: Sequence[Fee] | None
+    ) -> tuple[Fee, ...]:
+        """Replace the invoice's fees (only possible while it is a draft: see the triggers).
 
-    def _update(self, invoice_id: str, totals: Totals, **values: Any) -> Invoice:
-        self._write_fees(invoice_id, totals.fees)
-        self._session.execute(
-            update(InvoiceRow)
-            .where(InvoiceRow.id == invoice_id)
+        ``stored``: the fees as read in this transaction (None: unknown). Unchanged fees
+        are not rewritten; the fees come back as stored (RETURNING), never re-read.
+        """
+        if stored is not None and _same_fees(stored, fees):
+            return tuple(stored)
+        if stored is None or stored:
+            self._session.execute(delete(_FEES).where(_FEES.c.invoice_id == invoice_id))
+        if not fees:
+            return ()
+        written = self._session.execute(
+            insert(_FEES).returning(*_FEE_RETURNING, sort_by_parameter_order=True),
+            [
+                {"invoice_id": invoice_id, "position": position, **fee.model_dump()}
+                for position, fee in enumerate(fees)
+            ],
+        )
+        return tuple(_fee_model(row._mapping) for row in written)
+
+    def _update(
+        self, invoice_id: str, totals: Totals, stored: Sequence[Fee] | None, **values: Any
+    ) -> Invoice:
+        fees = self._write_fees(invoice_id, totals.fees, stored)
+        header = self._session.execute(
+            update(_INVOICES)
+            .where(_INVOICES.c.id == invoice_id)
             .values(updated_at=utcnow(), **values, **_totals_values(totals))
-        )
-        return self._reload(invoice_id)
+            .returning(*_INVOICE_COLUMNS)
+        ).one()
+        return _invoice_model(dict(header._mapping), fees)
 
-    def save_draft(self, invoice_id: str, totals: Totals, tax_rate: Decimal) -> Invoice:
-        """Store a draft's recomputed fees and totals."""
-        return self._update(invoice_id, totals, tax_rate=tax_rate)
+    def save_draft(
+        self,
+        invoice_id: str,
+        totals: Totals,
+        tax_rate: Decimal,
+        *,
+        stored_fees: Sequence[Fee] | None = None,
+    ) -> Invoice:
+        """Store a draft's recomputed fees and totals (``stored_fees``: as read, if known)."""
+        return self._update(invoice_id, totals, stored_fees, tax_rate=tax_rate)
 
     def close(
-        self, invoice_id: str, totals: Totals, tax_rate: Decimal, issued_at: datetime
+        self,
+        invoice_id: str,
+        totals: Totals,
+        tax_rate: Decimal,
+        issued_at: datetime,
+        *,
+        stored_fees: Sequence[Fee] | None = None,
     ) -> Invoice:
         """Close an empty invoice: no number, nothing consumed."""
         return self._update(
             invoice_id,
             totals,
+            stored_fees,
             status=InvoiceStatus.CLOSED.value,
             number="",
             issuing_date=issued_at,
@@ -293,12 +352,20 @@ class InvoiceRepository:
         )
 
     def finalize(
-        self, invoice_id: str, totals: Totals, tax_rate: Decimal, number: str, issued_at: datetime
+        self,
+        invoice_id: str,
+        totals: Totals,
+        tax_rate: Decimal,
+        number: str,
+        issued_at: datetime,
+        *,
+        stored_fees: Sequence[Fee] | None = None,
     ) -> Invoice:
         """Finalize the invoice with its final number and totals."""
         return self._update(
             invoice_id,
             totals,
+            stored_fees,
             status=InvoiceStatus.FINALIZED.value,
             number=number,
             issuing_date=issued_at,
@@ -306,22 +373,18 @@ class InvoiceRepository:
         )
 
     def next_number(self, billing_entity_code: str) -> int:
-        """Next number of the entity's gapless sequence.
+        """Next number of the entity's gapless sequence, in one upsert.
 
-        The UPDATE locks the sequence row until commit, so concurrent finalizations queue
-        up; a rolled-back finalization gives its number back.
+        The row stays locked until commit, so concurrent finalizations queue up; a
+        rolled-back finalization gives its number back.
         """
-        self._session.execute(
-            dialect_insert(self._session, InvoiceSequenceRow).on_conflict_do_nothing(
-                index_elements=["billing_entity_code"]
-            ),
-            [{"billing_entity_code": billing_entity_code, "last_number": 0}],
-        )
-        number = self._session.scalar(
-            update(InvoiceSequenceRow)
-            .where(InvoiceSequenceRow.billing_entity_code == billing_entity_code)
-            .values(last_number=InvoiceSequenceRow.last_number + 1)
-            .returning(InvoiceSequenceRow.last_number)
-        )
-        assert number is not None
+        statement = dialect_insert(self._session, InvoiceSequenceRow)
+        number = self._session.execute(
+            statement.values(billing_entity_code=billing_entity_code, last_number=1)
+            .on_conflict_do_update(
+                index_elements=["billing_entity_code"],
+                set_={"last_number": _SEQUENCES.c.last_number + 1},
+            )
+            .returning(_SEQUENCES.c.last_number)
+        ).scalar_one()
         return int(number)

@@ -13,13 +13,13 @@ values.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, func, select, text
+from pydantic_core import to_json
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
 from billing.aggregations import latest_value
@@ -34,58 +34,101 @@ __all__ = ["UsageRepository"]
 EVENT_VALUE_CHARGE_MODELS = frozenset({ChargeModel.PERCENTAGE})
 
 
-_POSTGRES_BULK_INSERT = text(
-    """
+# PostgreSQL: the batch is COPYed into a session-local staging table, then moved into
+# ``usage_events`` by one INSERT ... SELECT that skips known transaction ids. COPY is
+# PostgreSQL's fastest way in; the staging table keeps the dedupe to ON CONFLICT.
+# ``ON COMMIT DELETE ROWS``: the table lives as long as the pooled connection, empty
+# between transactions.
+_STAGING_COLUMNS = (
+    'position, subscription_external_id, transaction_id, code, "timestamp", properties, '
+    "number_value, text_value"
+)
+_CREATE_STAGING = """
+    CREATE TEMPORARY TABLE IF NOT EXISTS usage_events_staging (
+        position integer NOT NULL,
+        subscription_external_id text NOT NULL,
+        transaction_id text NOT NULL,
+        code text NOT NULL,
+        "timestamp" timestamptz NOT NULL,
+        properties jsonb NOT NULL,
+        number_value numeric,
+        text_value text
+    ) ON COMMIT DELETE ROWS
+"""
+_COPY_STAGING = f"COPY usage_events_staging ({_STAGING_COLUMNS}) FROM STDIN"
+# One statement empties the staging table (the transaction may stage another batch) and
+# moves its rows; ORDER BY position: ids follow the batch order (``latest`` breaks
+# timestamp ties by id).
+_INSERT_STAGED = """
+    WITH staged AS (DELETE FROM usage_events_staging RETURNING *)
     INSERT INTO usage_events (subscription_external_id, transaction_id, code, "timestamp",
                               properties, number_value, text_value)
-    SELECT batch.subscription_external_id, batch.transaction_id, batch.code, batch.at,
-           batch.properties::jsonb, batch.number_value, batch.text_value
-    FROM unnest(
-        CAST(:subscription_external_ids AS text[]),
-        CAST(:transaction_ids AS text[]),
-        CAST(:codes AS text[]),
-        CAST(:timestamps AS timestamptz[]),
-        CAST(:properties AS text[]),
-        CAST(:number_values AS numeric[]),
-        CAST(:text_values AS text[])
-    ) WITH ORDINALITY AS batch(subscription_external_id, transaction_id, code, at, properties,
-                               number_value, text_value, position)
-    ORDER BY batch.position
+    SELECT subscription_external_id, transaction_id, code, "timestamp", properties,
+           number_value, text_value
+    FROM staged
+    ORDER BY position
     ON CONFLICT (subscription_external_id, transaction_id) DO NOTHING
-    RETURNING id
-    """
-)
+"""
 
 
-def _insert_events(session: Session, rows: Sequence[dict[str, Any]]) -> int:
+def _copy_events(session: Session, rows: Sequence[tuple[Any, ...]]) -> int:
+    """COPY ``rows`` (staging columns without position) in; returns how many were new."""
+    # The driver's own connection, inside the session's transaction.
+    driver = session.connection().connection.driver_connection
+    assert driver is not None
+    with driver.cursor() as cursor:
+        cursor.execute(_CREATE_STAGING)
+        with cursor.copy(_COPY_STAGING) as copy:
+            for position, row in enumerate(rows):
+                copy.write_row((position, *row))
+        cursor.execute(_INSERT_STAGED)
+        return int(cursor.rowcount)
+
+
+def _insert_events(
+    session: Session, subscription_external_id: str, accepted: Sequence[AcceptedEvent]
+) -> int:
     """Insert new events; copies of known transaction ids are skipped by the database.
 
-    PostgreSQL gets the whole batch as one array per column (``unnest``): one short
-    statement instead of thousands of placeholders, several times faster.
+    Within ``accepted`` transaction ids are unique (the service keeps the first copy).
     """
-    if not rows:
+    if not accepted:
         return 0
     if session.get_bind().dialect.name == "postgresql":
-        result = session.execute(
-            _POSTGRES_BULK_INSERT,
-            {
-                "subscription_external_ids": [row["subscription_external_id"] for row in rows],
-                "transaction_ids": [row["transaction_id"] for row in rows],
-                "codes": [row["code"] for row in rows],
-                "timestamps": [row["timestamp"].astimezone(UTC) for row in rows],
-                "properties": [json.dumps(row["properties"]) for row in rows],
-                "number_values": [row["number_value"] for row in rows],
-                "text_values": [row["text_value"] for row in rows],
-            },
+        return _copy_events(
+            session,
+            [
+                (
+                    subscription_external_id,
+                    item.event.transaction_id,
+                    item.event.code,
+                    item.event.timestamp.astimezone(UTC),
+                    to_json(item.event.properties).decode(),
+                    item.number_value,
+                    item.text_value,
+                )
+                for item in accepted
+            ],
         )
-        return len(result.all())
+    rows = [
+        {
+            "subscription_external_id": subscription_external_id,
+            "transaction_id": item.event.transaction_id,
+            "code": item.event.code,
+            "timestamp": item.event.timestamp,
+            "properties": item.event.model_dump(mode="json")["properties"],
+            "number_value": item.number_value,
+            "text_value": item.text_value,
+        }
+        for item in accepted
+    ]
     statement = (
         dialect_insert(session, UsageEventRow)
         .on_conflict_do_nothing(index_elements=["subscription_external_id", "transaction_id"])
         .returning(UsageEventRow.__table__.c.id)
     )
     # Core execution (not ORM bulk) keeps large batches fast; column types still apply.
-    return len(session.connection().execute(statement, list(rows)).all())
+    return len(session.connection().execute(statement, rows).all())
 
 
 def _in_period(
@@ -98,41 +141,64 @@ def _in_period(
     ]
 
 
-def _aggregate_column(session: Session, aggregation: AggregationType) -> ColumnElement[Any]:
-    sqlite = session.get_bind().dialect.name == "sqlite"
-    if aggregation == AggregationType.SUM:
-        return (
-            func.decimal_sum(UsageEventRow.number_value)
-            if sqlite
-            else func.sum(UsageEventRow.number_value)
-        )
-    if aggregation == AggregationType.MAX:
-        return (
-            func.decimal_max(UsageEventRow.number_value)
-            if sqlite
-            else func.max(UsageEventRow.number_value)
-        )
-    if aggregation == AggregationType.UNIQUE_COUNT:
-        return func.count(func.distinct(UsageEventRow.text_value))
-    return func.count()
-
-
 def _grouped(
     session: Session,
-    aggregation: AggregationType,
-    codes: Iterable[str],
+    by_type: dict[AggregationType, list[str]],
     where: list[ColumnElement[bool]],
 ) -> dict[str, tuple[Decimal, int]]:
-    """``{code: (aggregate, events_count)}`` computed by the database, one GROUP BY."""
+    """``{code: (aggregate, events_count)}`` of the count, sum, max and latest metrics
+    (latest: the count only), computed by the database in one GROUP BY.
+
+    Each aggregate is FILTERed to its own metrics' rows (SQLite's exact decimal
+    aggregates run in Python: no call for rows they would ignore).
+    """
+    numeric = [AggregationType.COUNT, AggregationType.SUM, AggregationType.MAX]
+    codes = [code for kind in (*numeric, AggregationType.LATEST) for code in by_type.get(kind, [])]
+    if not codes:
+        return {}
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    column = UsageEventRow.number_value
+    sum_codes, max_codes = (
+        by_type.get(AggregationType.SUM, []),
+        by_type.get(AggregationType.MAX, []),
+    )
+    total = (func.decimal_sum(column) if sqlite else func.sum(column)).filter(
+        UsageEventRow.code.in_(sum_codes or [""])
+    )
+    highest = (func.decimal_max(column) if sqlite else func.max(column)).filter(
+        UsageEventRow.code.in_(max_codes or [""])
+    )
     statement: Select[Any] = (
-        select(UsageEventRow.code, _aggregate_column(session, aggregation), func.count())
+        select(UsageEventRow.code, func.count(), total, highest)
+        .where(*where, UsageEventRow.code.in_(codes))
+        .group_by(UsageEventRow.code)
+    )
+    aggregation = {code: kind for kind, kind_codes in by_type.items() for code in kind_codes}
+    found: dict[str, tuple[Decimal, int]] = {}
+    for code, count, summed, maximum in session.execute(statement):
+        kind = aggregation[code]
+        value = summed if kind == AggregationType.SUM else maximum
+        if kind in (AggregationType.COUNT, AggregationType.LATEST):
+            value = count
+        found[code] = (Decimal(str(value)) if value is not None else Decimal(0), int(count))
+    return found
+
+
+def _unique_counts(
+    session: Session, codes: Sequence[str], where: list[ColumnElement[bool]]
+) -> dict[str, tuple[Decimal, int]]:
+    """``{code: (distinct values, events_count)}``: apart from :func:`_grouped`, whose
+    scan stays on the (subscription, code, timestamp) index without reading the rows."""
+    statement = (
+        select(
+            UsageEventRow.code, func.count(func.distinct(UsageEventRow.text_value)), func.count()
+        )
         .where(*where, UsageEventRow.code.in_(list(codes)))
         .group_by(UsageEventRow.code)
     )
-    found: dict[str, tuple[Decimal, int]] = {}
-    for code, value, count in session.execute(statement):
-        found[code] = (Decimal(str(value)) if value is not None else Decimal(0), int(count))
-    return found
+    return {
+        code: (Decimal(str(value)), int(count)) for code, value, count in session.execute(statement)
+    }
 
 
 def _latest(session: Session, code: str, where: list[ColumnElement[bool]]) -> Decimal:
@@ -165,19 +231,12 @@ def _charge_usage(
     for metric in metrics:
         by_type.setdefault(metric.aggregation_type, []).append(metric.code)
 
-    units: dict[str, tuple[Decimal, int]] = {}
-    for aggregation in (
-        AggregationType.COUNT,
-        AggregationType.SUM,
-        AggregationType.MAX,
-        AggregationType.UNIQUE_COUNT,
-    ):
-        if aggregation in by_type:
-            units.update(_grouped(session, aggregation, by_type[aggregation], where))
+    units = _grouped(session, by_type, where)
+    if AggregationType.UNIQUE_COUNT in by_type:
+        units.update(_unique_counts(session, by_type[AggregationType.UNIQUE_COUNT], where))
     for code in by_type.get(AggregationType.LATEST, []):
-        counts = _grouped(session, AggregationType.COUNT, [code], where)
-        if code in counts:
-            units[code] = (_latest(session, code, where), counts[code][1])
+        if code in units:
+            units[code] = (_latest(session, code, where), units[code][1])
 
     values_needed = {
         charge.billable_metric_code
@@ -229,21 +288,7 @@ class UsageRepository:
 
     def add(self, subscription_external_id: str, accepted: Sequence[AcceptedEvent]) -> int:
         """Insert accepted events; returns how many were new (copies are skipped)."""
-        return _insert_events(
-            self._session,
-            [
-                {
-                    "subscription_external_id": subscription_external_id,
-                    "transaction_id": item.event.transaction_id,
-                    "code": item.event.code,
-                    "timestamp": item.event.timestamp,
-                    "properties": item.event.model_dump(mode="json")["properties"],
-                    "number_value": item.number_value,
-                    "text_value": item.text_value,
-                }
-                for item in accepted
-            ],
-        )
+        return _insert_events(self._session, subscription_external_id, accepted)
 
     def charge_usage(
         self, context: BillingContext, period_start: datetime, period_end: datetime

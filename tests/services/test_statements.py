@@ -1,0 +1,119 @@
+"""How many SQL statements each invoice operation sends: an upper bound per operation.
+
+The store's cost per period is mostly round trips; these bounds keep a later change from
+quietly adding statements (a reload, a lazy load, a per-fee query).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, event
+
+from billing.models import AdjustedFee, AdjustmentMode, InvoiceStatus
+from services.invoices import (
+    adjust_fee,
+    create_draft,
+    finalize_invoice,
+    queue_drafted_webhook,
+    refresh_draft,
+    remove_fee_adjustment,
+)
+from services.usage import record_usage
+from tests.services.support import event as usage_event
+from tests.services.support import january
+from tests.services.test_invoices import ISSUED_AT, KOALA_PAYG, NORTHWIND
+
+T = TypeVar("T")
+
+# Statements per call on either dialect, BEGIN/COMMIT excluded (the example catalog: a
+# plan with count, max and unique_count charges, a coupon, a wallet, one webhook
+# endpoint). Before the store went to Core statements: 15, 13, 14, 14, 24, 10, 3, 8.
+BOUNDS = {
+    "create_draft": 9,
+    "refresh_draft": 7,
+    "adjust_fee": 11,
+    "remove_fee_adjustment": 11,
+    "finalize_invoice": 19,
+    "finalize_invoice (closed)": 6,
+    "finalize_invoice (repeat)": 2,
+    "queue_drafted_webhook": 5,
+}
+
+
+@contextmanager
+def _counting(engine: Engine) -> Iterator[list[str]]:
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK", "PRAGMA")):
+            statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+def _measure(engine: Engine, counts: dict[str, list[str]], name: str, call: Callable[[], T]) -> T:
+    with _counting(engine) as statements:
+        result = call()
+    counts[name] = [" ".join(statement.split())[:100] for statement in statements]
+    return result
+
+
+def test_statements_per_invoice_operation(catalog_engine: Engine) -> None:
+    engine = catalog_engine
+    start, end = january("America/New_York")
+    record_usage(
+        engine,
+        NORTHWIND,
+        start,
+        end,
+        [
+            usage_event(NORTHWIND, f"c{i}", "api_calls", "2026-01-20T12:00:00+00:00")
+            for i in range(5)
+        ],
+    )
+    counts: dict[str, list[str]] = {}
+    draft = _measure(
+        engine, counts, "create_draft", lambda: create_draft(engine, NORTHWIND, start, end)
+    )
+    _measure(engine, counts, "refresh_draft", lambda: refresh_draft(engine, draft.id))
+    adjustment = AdjustedFee(
+        charge_code="api_calls", mode=AdjustmentMode.UNITS, units=Decimal(60_000)
+    )
+    _measure(engine, counts, "adjust_fee", lambda: adjust_fee(engine, draft.id, adjustment))
+    _measure(
+        engine,
+        counts,
+        "remove_fee_adjustment",
+        lambda: remove_fee_adjustment(engine, draft.id, "api_calls"),
+    )
+    _measure(
+        engine, counts, "queue_drafted_webhook", lambda: queue_drafted_webhook(engine, draft.id)
+    )
+    outcome = _measure(
+        engine, counts, "finalize_invoice", lambda: finalize_invoice(engine, draft.id, ISSUED_AT)
+    )
+    assert outcome.invoice.status == InvoiceStatus.FINALIZED
+    _measure(
+        engine,
+        counts,
+        "finalize_invoice (repeat)",
+        lambda: finalize_invoice(engine, draft.id, ISSUED_AT),
+    )
+    empty = create_draft(engine, KOALA_PAYG, *january("Australia/Sydney"))
+    closed = _measure(
+        engine,
+        counts,
+        "finalize_invoice (closed)",
+        lambda: finalize_invoice(engine, empty.id, ISSUED_AT),
+    )
+    assert closed.invoice.status == InvoiceStatus.CLOSED
+    over = {name: counts[name] for name, bound in BOUNDS.items() if len(counts[name]) > bound}
+    assert not over, f"statements over their bound: {over}"
