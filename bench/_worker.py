@@ -50,7 +50,9 @@ async def serve(args: argparse.Namespace) -> None:
                             "ready": True,
                             "pid": os.getpid(),
                             "max_cached_workflows": worker.config().get("max_cached_workflows"),
-                            "workflow_runner": type(worker.config().get("workflow_runner")).__name__,
+                            "workflow_runner": type(
+                                worker.config().get("workflow_runner")
+                            ).__name__,
                             "max_concurrent_workflow_tasks": worker.config().get(
                                 "max_concurrent_workflow_tasks"
                             ),

@@ -74,14 +74,18 @@ def _worker(client: Client, **options: Any) -> Worker:
         )
 
 
-async def test_the_worker_runs_workflows_unsandboxed_by_default(temporal_env: WorkflowEnvironment) -> None:
+async def test_the_worker_runs_workflows_unsandboxed_by_default(
+    temporal_env: WorkflowEnvironment,
+) -> None:
     worker = _worker(temporal_env.client)
 
     assert Settings.model_fields["workflow_sandbox"].default is False
     assert isinstance(worker.config()["workflow_runner"], UnsandboxedWorkflowRunner)
 
 
-async def test_the_sandbox_setting_passes_the_helper_modules_through(temporal_env: WorkflowEnvironment) -> None:
+async def test_the_sandbox_setting_passes_the_helper_modules_through(
+    temporal_env: WorkflowEnvironment,
+) -> None:
     runner = _worker(temporal_env.client, workflow_sandbox=True).config()["workflow_runner"]
 
     assert isinstance(runner, SandboxedWorkflowRunner)

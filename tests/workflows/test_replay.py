@@ -84,9 +84,7 @@ async def test_replay_of_every_history_at_once(sandboxed: bool) -> None:
         for path in HISTORY_FILES:
             yield load(path)
 
-    results = await replayer(sandboxed).replay_workflows(
-        histories(), raise_on_replay_failure=False
-    )
+    results = await replayer(sandboxed).replay_workflows(histories(), raise_on_replay_failure=False)
     failures = {
         run_id: str(failure) for run_id, failure in results.replay_failures.items() if failure
     }
