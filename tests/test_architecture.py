@@ -121,6 +121,13 @@ def test_no_io_clock_or_randomness_module_in_the_domain_or_workflows(path: Path)
     assert not found, f"{path.relative_to(ROOT)} imports {sorted(found)}"
 
 
+def test_the_module_check_sees_an_io_import(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text("import time\nfrom sqlalchemy import text\nfrom datetime import datetime\n")
+    imported = {name.split(".")[0] for name in _imported_modules(sample)}
+    assert imported & NONDETERMINISTIC_MODULES == {"time", "sqlalchemy"}
+
+
 def test_the_clock_check_sees_a_clock(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
     sample.write_text("import datetime\nstamp = datetime.datetime.now()\nok = workflow.now()\n")
