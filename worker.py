@@ -8,6 +8,7 @@ finish (up to a grace timeout), then exit.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import importlib.abc
 import importlib.machinery
@@ -26,8 +27,10 @@ from typing import Any, ClassVar
 import httpx
 from sqlalchemy import Engine
 from temporalio.client import Client
+from temporalio.contrib.pydantic import PydanticPayloadConverter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.invoices import InvoiceActivities
 from activities.launcher import LauncherActivities
@@ -49,6 +52,8 @@ __all__ = [
     "run_workers",
     "share_workflow_code",
     "tune_garbage_collection",
+    "with_shared_payload_converter",
+    "workflow_runner",
 ]
 
 log = logging.getLogger("billing.worker")
@@ -56,6 +61,65 @@ log = logging.getLogger("billing.worker")
 WORKFLOWS: Sequence[type] = (BillingPeriodWorkflow, WebhookDeliveryWorkflow, LaunchPeriodsWorkflow)
 ACTIVITY_THREADS = 16  # store activities are synchronous SQLAlchemy calls
 SHUTDOWN_GRACE = timedelta(seconds=20)
+
+
+# The workflows' helper modules: deterministic, stateless between calls, so a sandboxed
+# worker loads them once per process. They are named one by one: a package name would also
+# pass through the workflow modules themselves, which the sandbox must load per run. The
+# `from workflows import x` form inside a workflow module bypasses the sandbox's check, so
+# ``imports_passed_through`` alone re-executes them for every period.
+SANDBOX_PASSTHROUGH = (
+    "activities",
+    "billing",
+    "workflows.commands",
+    "workflows.handover",
+    "workflows.inbox",
+    "workflows.messages",
+    "workflows.period_state",
+    "workflows.phases",
+    "workflows.presentation",
+    "workflows.search_attributes",
+)
+
+
+def workflow_runner(sandboxed: bool) -> WorkflowRunner:
+    """How the worker (and the replay tests) run workflow code: ``BILLING_WORKFLOW_SANDBOX``.
+
+    Unsandboxed (the default) every period runs the same imported classes: no module
+    executed again per run, ~110 instead of ~150 KiB per cached period (bench/README.md).
+    Determinism is then guarded by tests/test_architecture.py (no clock, randomness or I/O
+    module in workflows/ and billing/) and the replay tests, not at run time.
+    """
+    if not sandboxed:
+        return UnsandboxedWorkflowRunner()
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH)
+    )
+
+
+_shared_payload_converter = PydanticPayloadConverter()
+
+
+def _the_shared_payload_converter() -> PydanticPayloadConverter:
+    return _shared_payload_converter
+
+
+def with_shared_payload_converter(client: Client) -> Client:
+    """The same client, with one pydantic payload converter for every workflow run.
+
+    The SDK builds a payload converter per run from the data converter's class, and each
+    builds its own type adapters; the shared one caches them once per process. It holds no
+    per-run state (it is what activities and the client already share).
+    """
+    config = client.config()
+    converter = config["data_converter"]
+    make = converter.payload_converter_class
+    if not (isinstance(make, type) and issubclass(make, PydanticPayloadConverter)):
+        return client  # another converter, or already shared
+    # The SDK only calls it; a function returning the one instance serves as the "class".
+    shared: Any = _the_shared_payload_converter
+    config["data_converter"] = dataclasses.replace(converter, payload_converter_class=shared)
+    return Client(**config)
 
 
 _share_lock = threading.Lock()
@@ -140,9 +204,14 @@ def build_worker(
     task_queue: str,
     executor: ThreadPoolExecutor,
     max_cached_workflows: int = 1000,
+    workflow_sandbox: bool = False,
 ) -> Worker:
-    """A worker with every workflow and activity of the product registered."""
-    share_workflow_code()
+    """A worker with every workflow and activity of the product registered.
+
+    ``workflow_sandbox``: run workflow code in the SDK's sandbox (``workflow_runner``).
+    """
+    if workflow_sandbox:
+        share_workflow_code()
     invoices = InvoiceActivities(engine)
     webhooks = WebhookActivities(engine, http)
     activities: list[Any] = [
@@ -159,8 +228,9 @@ def build_worker(
         LauncherActivities(engine).list_periods_ending,
     ]
     return Worker(
-        client,
+        with_shared_payload_converter(client),
         task_queue=task_queue,
+        workflow_runner=workflow_runner(workflow_sandbox),
         workflows=list(WORKFLOWS),
         activities=activities,
         activity_executor=executor,
@@ -194,6 +264,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
                 task_queue=settings.task_queue,
                 executor=executor,
                 max_cached_workflows=settings.max_cached_workflows,
+                workflow_sandbox=settings.workflow_sandbox,
             )
             log.info(
                 "worker polling task queue %r at %s (namespace %s)",

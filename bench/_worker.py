@@ -1,7 +1,7 @@
 """A worker process for bench/memory.py: ``worker.build_worker`` on its own, so its RSS is
 measured alone. Prints one JSON line with its settings when it polls; stops on SIGTERM.
 
-    python bench/_worker.py ADDRESS DATABASE_URL TASK_QUEUE [--max-cached-workflows N]
+    python bench/_worker.py ADDRESS DATABASE_URL TASK_QUEUE [--max-cached-workflows N] [--workflow-sandbox on|off]
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ async def serve(args: argparse.Namespace) -> None:
             options = {}
             if args.max_cached_workflows is not None:
                 options["max_cached_workflows"] = args.max_cached_workflows
+            if args.workflow_sandbox is not None:
+                options["workflow_sandbox"] = args.workflow_sandbox == "on"
             worker = build_worker(
                 client, engine, http, task_queue=args.task_queue, executor=executor, **options
             )
@@ -48,6 +50,9 @@ async def serve(args: argparse.Namespace) -> None:
                             "ready": True,
                             "pid": os.getpid(),
                             "max_cached_workflows": worker.config().get("max_cached_workflows"),
+                            "workflow_runner": type(
+                                worker.config().get("workflow_runner")
+                            ).__name__,
                             "max_concurrent_workflow_tasks": worker.config().get(
                                 "max_concurrent_workflow_tasks"
                             ),
@@ -65,6 +70,7 @@ def main() -> None:
     parser.add_argument("database_url")
     parser.add_argument("task_queue")
     parser.add_argument("--max-cached-workflows", type=int, default=None)
+    parser.add_argument("--workflow-sandbox", choices=["on", "off"], default=None)
     parser.add_argument("--metrics-port", type=int, default=None)
     parser.add_argument("--default-gc", action="store_true", help="CPython's GC thresholds")
     asyncio.run(serve(parser.parse_args()))

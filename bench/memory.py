@@ -14,6 +14,7 @@ process (bench/_worker.py runs ``worker.build_worker``), so its RSS is its own:
 
     .venv/bin/python bench/memory.py                          # 1,000 and 10,000; 100,000 events
     .venv/bin/python bench/memory.py --sizes 1000,3000 --events 100000
+    .venv/bin/python bench/memory.py --sizes 1000 --events 5000 --workflow-sandbox on
     .venv/bin/python bench/memory.py --smoke
 
 Writes ``bench/results/memory.json``.
@@ -230,13 +231,16 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 options = []
                 if args.max_cached_workflows is not None:
                     options += ["--max-cached-workflows", str(args.max_cached_workflows)]
+                if args.workflow_sandbox is not None:
+                    options += ["--workflow-sandbox", args.workflow_sandbox]
                 if args.default_gc:
                     options.append("--default-gc")
                 async with spawn_workers(client, url, TASK_QUEUE, [options]) as (ready,):
                     result["worker"] = ready
                     print(
                         f"  worker pid {ready['pid']}: max_cached_workflows "
-                        f"{ready['max_cached_workflows']}, max_concurrent_workflow_tasks "
+                        f"{ready['max_cached_workflows']}, {ready['workflow_runner']}, "
+                        f"max_concurrent_workflow_tasks "
                         f"{ready['max_concurrent_workflow_tasks']}",
                         flush=True,
                     )
@@ -253,6 +257,12 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,10000", help="open periods, comma separated")
     parser.add_argument("--events", type=int, default=100_000, help="usage events for history")
     parser.add_argument("--max-cached-workflows", type=int, default=None)
+    parser.add_argument(
+        "--workflow-sandbox",
+        choices=["on", "off"],
+        default=None,
+        help="the worker's BILLING_WORKFLOW_SANDBOX (default: build_worker's, off)",
+    )
     parser.add_argument(
         "--default-gc", action="store_true", help="worker without tune_garbage_collection"
     )

@@ -20,6 +20,37 @@ PRODUCT = ["billing", "store", "services", "activities", "workflows", "config", 
 MAX_MODULE_LINES = 500
 # Sources of time and randomness a deterministic workflow or a pure rule must not read.
 NONDETERMINISTIC_CALLS = {"now", "utcnow", "today", "time", "uuid1", "uuid4", "random", "randint"}
+# Modules that read the clock, randomness, files, the network or the database. The worker
+# runs workflows unsandboxed by default (worker.workflow_runner), so this check, not the
+# SDK's sandbox, keeps them out of workflow code and of the domain core it calls.
+NONDETERMINISTIC_MODULES = {
+    "os",
+    "time",
+    "random",
+    "secrets",
+    "socket",
+    "ssl",
+    "select",
+    "threading",
+    "subprocess",
+    "multiprocessing",
+    "concurrent",
+    "io",
+    "pathlib",
+    "shutil",
+    "tempfile",
+    "urllib",
+    "http",
+    "httpx",
+    "requests",
+    "sqlalchemy",
+    "psycopg",
+    "sqlite3",
+    "store",
+    "services",
+    "config",
+    "starter",
+}
 
 
 def _imported_modules(path: Path) -> set[str]:
@@ -81,6 +112,20 @@ def _nondeterministic_calls(path: Path) -> set[str]:
 def test_no_clock_or_randomness_in_the_domain_or_workflows(path: Path) -> None:
     found = _nondeterministic_calls(path)
     assert not found, f"{path.relative_to(ROOT)} calls {sorted(found)}"
+
+
+@pytest.mark.parametrize("path", _sources("billing", "workflows"), ids=str)
+def test_no_io_clock_or_randomness_module_in_the_domain_or_workflows(path: Path) -> None:
+    imported = {name.split(".")[0] for name in _imported_modules(path)}
+    found = imported & NONDETERMINISTIC_MODULES
+    assert not found, f"{path.relative_to(ROOT)} imports {sorted(found)}"
+
+
+def test_the_module_check_sees_an_io_import(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text("import time\nfrom sqlalchemy import text\nfrom datetime import datetime\n")
+    imported = {name.split(".")[0] for name in _imported_modules(sample)}
+    assert imported & NONDETERMINISTIC_MODULES == {"time", "sqlalchemy"}
 
 
 def test_the_clock_check_sees_a_clock(tmp_path: Path) -> None:

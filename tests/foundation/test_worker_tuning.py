@@ -5,10 +5,22 @@ from __future__ import annotations
 import gc
 import importlib
 import sys
+import uuid
+from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
+from typing import Any
+
+import httpx
+from sqlalchemy import create_engine
+from temporalio.client import Client
+from temporalio.contrib.pydantic import PydanticPayloadConverter
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 import workflows.billing_period
-from worker import share_workflow_code, tune_garbage_collection
+from config.settings import Settings
+from worker import ACTIVITY_THREADS, build_worker, share_workflow_code, tune_garbage_collection
 
 
 def import_afresh(name: str) -> ModuleType:
@@ -48,3 +60,42 @@ def test_start_up_objects_are_frozen_out_of_garbage_collection() -> None:
         assert gc.get_freeze_count() > 0  # no longer walked by full collections
     finally:
         gc.unfreeze()
+
+
+def _worker(client: Client, **options: Any) -> Worker:
+    with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
+        return build_worker(
+            client,
+            create_engine("sqlite://"),
+            httpx.AsyncClient(),
+            task_queue=f"tuning-{uuid.uuid4()}",  # one worker per task queue and process
+            executor=executor,
+            **options,
+        )
+
+
+async def test_the_worker_runs_workflows_unsandboxed_by_default(
+    temporal_env: WorkflowEnvironment,
+) -> None:
+    worker = _worker(temporal_env.client)
+
+    assert Settings.model_fields["workflow_sandbox"].default is False
+    assert isinstance(worker.config()["workflow_runner"], UnsandboxedWorkflowRunner)
+
+
+async def test_the_sandbox_setting_passes_the_helper_modules_through(
+    temporal_env: WorkflowEnvironment,
+) -> None:
+    runner = _worker(temporal_env.client, workflow_sandbox=True).config()["workflow_runner"]
+
+    assert isinstance(runner, SandboxedWorkflowRunner)
+    passed = runner.restrictions.passthrough_modules
+    assert {"workflows.inbox", "workflows.commands", "billing"} <= passed
+    assert not {"workflows", "workflows.billing_period"} & passed  # loaded per run
+
+
+async def test_every_run_shares_one_payload_converter(temporal_env: WorkflowEnvironment) -> None:
+    converter = _worker(temporal_env.client).client.data_converter
+
+    assert converter.payload_converter_class() is converter.payload_converter_class()
+    assert isinstance(converter.payload_converter_class(), PydanticPayloadConverter)

@@ -22,12 +22,23 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
+from config.settings import Settings
+from worker import workflow_runner
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.webhook_delivery import WebhookDeliveryWorkflow
 
 HISTORIES = Path(__file__).with_name("histories")
 HISTORY_FILES = sorted(HISTORIES.glob("*.json"))
 WORKFLOWS = [BillingPeriodWorkflow, WebhookDeliveryWorkflow]
+
+
+def replayer(sandboxed: bool) -> Replayer:
+    """A replayer that runs workflow code as the worker does (``BILLING_WORKFLOW_SANDBOX``)."""
+    return Replayer(
+        workflows=WORKFLOWS,
+        data_converter=pydantic_data_converter,
+        workflow_runner=workflow_runner(sandboxed),
+    )
 
 
 def load(path: Path) -> WorkflowHistory:
@@ -58,20 +69,22 @@ def test_histories_cover_every_workflow_and_outcome() -> None:
 
 @pytest.mark.parametrize("path", HISTORY_FILES, ids=[p.stem for p in HISTORY_FILES])
 async def test_saved_history_replays_on_current_code(path: Path) -> None:
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
-    result = await replayer.replay_workflow(load(path), raise_on_replay_failure=True)
+    result = await replayer(Settings().workflow_sandbox).replay_workflow(
+        load(path), raise_on_replay_failure=True
+    )
     assert result.replay_failure is None
 
 
-async def test_replay_of_every_history_at_once() -> None:
-    """The way CI can run it over many histories: one replayer, all failures reported."""
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=pydantic_data_converter)
+@pytest.mark.parametrize("sandboxed", [False, True], ids=["unsandboxed", "sandboxed"])
+async def test_replay_of_every_history_at_once(sandboxed: bool) -> None:
+    """The way CI can run it over many histories: one replayer, all failures reported; under
+    both runners, so that either setting of ``BILLING_WORKFLOW_SANDBOX`` is safe to deploy."""
 
     async def histories() -> AsyncIterator[WorkflowHistory]:
         for path in HISTORY_FILES:
             yield load(path)
 
-    results = await replayer.replay_workflows(histories(), raise_on_replay_failure=False)
+    results = await replayer(sandboxed).replay_workflows(histories(), raise_on_replay_failure=False)
     failures = {
         run_id: str(failure) for run_id, failure in results.replay_failures.items() if failure
     }
