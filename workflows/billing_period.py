@@ -94,7 +94,9 @@ class BillingPeriodWorkflow:
     async def run(self, input: BillingPeriodInput) -> Invoice:
         state = self._state
         # Consulted once, first thing: a run begun before the patch replays without its
-        # marker and keeps the old shape to its end (the SDK memoizes the answer).
+        # marker and keeps the old shape to its end (the SDK memoizes the answer). A run
+        # with it began on code that has every earlier patch too: it does not consult
+        # them (each costs a marker and a search-attribute upsert).
         state.lean_shape = workflow.patched(PATCH_LEAN_PERIOD_SHAPE)
         if state.lean_shape:
             presentation.upsert_missing_period_attributes(state)
@@ -150,7 +152,9 @@ class BillingPeriodWorkflow:
             if state.refresh_due_at is not None:
                 wake_at = min(wake_at, state.refresh_due_at)
             # Without this patch the loop woke only for commands (docs/UPGRADES.md).
-            self._store_promptly = workflow.patched(PATCH_STORE_REJECTIONS_PROMPTLY)
+            self._store_promptly = self._state.lean_shape or workflow.patched(
+                PATCH_STORE_REJECTIONS_PROMPTLY
+            )
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
                     lambda: (
@@ -171,7 +175,7 @@ class BillingPeriodWorkflow:
         """
         if not self._inbox.holds_inputs_before(deadline):
             return False
-        return workflow.patched(PATCH_INPUTS_BEFORE_DEADLINE)
+        return self._state.lean_shape or workflow.patched(PATCH_INPUTS_BEFORE_DEADLINE)
 
     def _grace_deadline(self) -> datetime:
         assert self._state.grace_period_ends_at is not None
