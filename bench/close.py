@@ -69,6 +69,7 @@ from worker import (
     share_workflow_code,
     tune_garbage_collection,
 )
+from workflows import search_attributes
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.messages import AddUsage, BillingPeriodInput
 
@@ -261,6 +262,7 @@ async def run_close(
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             start_signal="add_usage",
             start_signal_args=[usage],
+            search_attributes=search_attributes.at_start(period),  # as starter.periods does
         )
 
     async with contextlib.AsyncExitStack() as stack:
