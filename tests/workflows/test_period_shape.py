@@ -100,3 +100,31 @@ def test_the_shape_before_the_patch_fails_the_check() -> None:
     assert activities[0] == "load_period_settings"
     with pytest.raises(AssertionError):
         assert_lean_shape(activities, upserts)
+
+
+async def test_a_period_started_without_attributes_still_gets_them(
+    harness: PeriodHarness,
+) -> None:
+    """An older starter gives neither the customer nor the search attributes."""
+    period = BillingPeriodInput(
+        subscription_external_id=harness.sub("sub_skip"),
+        period_start=JANUARY[0],
+        period_end=JANUARY[1],
+        grace_period_seconds=0,
+    )
+    handle = await harness.client.start_workflow(
+        BillingPeriodWorkflow.run,
+        period,
+        id=f"older-starter/{period.subscription_external_id}",
+        task_queue=harness.task_queue,
+    )
+    harness.started.append(handle.id)
+    invoice = await handle.result()
+    assert invoice.status == InvoiceStatus.CLOSED
+    found = (await handle.describe()).typed_search_attributes
+    assert found.get(search_attributes.SUBSCRIPTION) == period.subscription_external_id
+    assert found.get(search_attributes.PERIOD_START) == period.period_start
+    assert found.get(search_attributes.CUSTOMER) == "cust_skip"
+    assert found.get(search_attributes.INVOICE_STATUS) == "closed"
+    view = await handle.query(BillingPeriodWorkflow.invoice)
+    assert view.customer_external_id == "cust_skip"
