@@ -219,6 +219,7 @@ def build_worker(
         invoices.record_usage,
         invoices.create_draft,
         invoices.queue_drafted_webhook,
+        invoices.draft_invoice,
         invoices.refresh_draft,
         invoices.adjust_fee,
         invoices.remove_fee_adjustment,

@@ -22,10 +22,13 @@ from temporalio.exceptions import ApplicationError
 from billing.errors import BillingError
 from billing.models import AdjustedFee, Invoice, UsageEvent, UsageReceipt
 from services import invoices, periods, rejections, usage
+from services.invoices import DraftOutcome
 from services.periods import PeriodSettings
 
 __all__ = [
     "CreateDraftRequest",
+    "DraftOutcome",
+    "DraftRequest",
     "FeeAdjustmentRequest",
     "FinalizeRequest",
     "FinalizeResult",
@@ -60,6 +63,12 @@ class RecordUsageRequest(_Request):
 
 
 class CreateDraftRequest(_Request):
+    subscription_external_id: str
+    period_start: datetime
+    period_end: datetime
+
+
+class DraftRequest(_Request):
     subscription_external_id: str
     period_start: datetime
     period_end: datetime
@@ -139,6 +148,17 @@ class InvoiceActivities:
     @_permanent_domain_errors
     def create_draft(self, request: CreateDraftRequest) -> Invoice:
         return invoices.create_draft(
+            self._engine,
+            request.subscription_external_id,
+            request.period_start,
+            request.period_end,
+        )
+
+    @activity.defn
+    @_permanent_domain_errors
+    def draft_invoice(self, request: DraftRequest) -> DraftOutcome:
+        """Period end in one step: the settings, the draft, the ``invoice.drafted`` rows."""
+        return invoices.draft_invoice(
             self._engine,
             request.subscription_external_id,
             request.period_start,

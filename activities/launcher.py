@@ -34,6 +34,7 @@ class PeriodToLaunch(BaseModel):
     period_start: datetime
     period_end: datetime
     timezone: str
+    customer_external_id: str = ""
     label: str
     local_start: date  # the period's first local day: the workflow id's date
 
@@ -67,6 +68,7 @@ class LauncherActivities:
             periods.append(
                 PeriodToLaunch(
                     subscription_external_id=subscription.external_id,
+                    customer_external_id=context.customer.external_id,
                     period_start=start,
                     period_end=end,
                     timezone=context.timezone,

@@ -1,12 +1,13 @@
 """The orchestration floor: a do-nothing period with the same shape as a billing period.
 
-Started with the same usage signal, it runs the same number of activities (load settings,
-record usage, create draft, queue drafted webhook, finalize, deliver webhook) and one timer
-(the grace period), but every activity returns at once: what remains is the cost of
-Temporal itself (server, SDK, serialisation).
+Started with the same usage signal and its search attributes, it runs the same activities
+as a period of the lean shape (record usage, draft invoice, finalize, deliver webhook), one
+timer (the grace period) and the same two search-attribute upserts (draft, finalized), but
+every activity returns at once: what remains is the cost of Temporal itself (server, SDK,
+serialisation).
 
-Like the billing period, it runs all six as regular activities. With
-``{"local_store_steps": true}`` the four store steps other than recording usage are local
+Like the billing period, it runs all four as regular activities. With
+``{"local_store_steps": true}`` the two store steps other than recording usage are local
 activities: the reference for the local-activity experiment in bench/README.md.
 """
 
@@ -19,7 +20,10 @@ from typing import Any
 
 from temporalio import activity, workflow
 
-STEPS_BEFORE_GRACE = ("load_settings", "record_usage", "create_draft", "queue_drafted")
+with workflow.unsafe.imports_passed_through():
+    from workflows.search_attributes import INVOICE_STATUS as STATUS
+
+STEPS_BEFORE_GRACE = ("record_usage", "draft_invoice")
 STEPS_AFTER_GRACE = ("finalize", "deliver_webhook")
 
 
@@ -63,8 +67,10 @@ class FloorPeriod:
                 payload["usage"] = self._usage
             step_runner = workflow.execute_activity if step == "record_usage" else store_step
             await step_runner("floor_noop", payload, **options)
+        workflow.upsert_search_attributes([STATUS.value_set("draft")])
         await workflow.sleep(timedelta(seconds=input["grace_seconds"]))
         await store_step("floor_noop", {"step": STEPS_AFTER_GRACE[0]}, **options)
+        workflow.upsert_search_attributes([STATUS.value_set("finalized")])
         await workflow.execute_activity(
             "floor_done", {"id": workflow.info().workflow_id}, **options
         )

@@ -4,8 +4,9 @@ Against an embedded dev server (in-memory, headless, free ports) and a fresh Pos
 schema, with one in-process worker (``worker.build_worker``) and a local WebhookSink:
 
 1. **floor**: N do-nothing ``FloorPeriod`` workflows (bench/_floor.py) with the same usage
-   signal, the same activities (6 regular) and the same grace timer; ``--local-floor``
-   adds the same floor with 4 of its store steps as local activities (an experiment);
+   signal and search attributes, the same activities (4 regular), search-attribute
+   upserts and grace timer; ``--local-floor`` adds the same floor with 2 of its store
+   steps as local activities (an experiment);
 2. **close**: N ``BillingPeriodWorkflow`` s (January, already over) started at once, each
    with a few usage events (signal-with-start), through draft, a short grace period,
    finalization and the ``invoice.created`` webhook received by the sink (a process of its
@@ -69,6 +70,7 @@ from worker import (
     share_workflow_code,
     tune_garbage_collection,
 )
+from workflows import search_attributes
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.messages import AddUsage, BillingPeriodInput
 
@@ -213,6 +215,13 @@ async def run_floor(
             start_signal="add_usage",
             start_signal_args=[usage],
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=search_attributes.at_start(
+                BillingPeriodInput(
+                    subscription_external_id=subscription,
+                    period_start=JANUARY[0],
+                    period_end=JANUARY[1],
+                )
+            ),
         )
 
     async with worker:
@@ -261,6 +270,7 @@ async def run_close(
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             start_signal="add_usage",
             start_signal_args=[usage],
+            search_attributes=search_attributes.at_start(period),  # as starter.periods does
         )
 
     async with contextlib.AsyncExitStack() as stack:
@@ -453,7 +463,7 @@ def main() -> None:
     parser.add_argument(
         "--local-floor",
         action="store_true",
-        help="also run the floor with four store steps as local activities (experiment)",
+        help="also run the floor with two store steps as local activities (experiment)",
     )
     args = parser.parse_args()
     stop_cleanly_on_sigterm()

@@ -2,9 +2,9 @@
 
 Runs a few complete billing periods on the time-skipping test server with the real worker,
 activities, a SQLite database and a webhook sink, then saves each history as JSON in
-tests/workflows/histories/. Re-record (and commit) only when a change is *meant* to be
-incompatible and no period recorded with the old code is still running; see
-docs/UPGRADES.md. Usage::
+tests/workflows/histories/ under the names of the current shape (:data:`SHAPE`). Files of
+an earlier shape keep their names and stay: replay covers both until their patch is
+deprecated (docs/UPGRADES.md). Usage::
 
     .venv/bin/python scripts/record_histories.py
 """
@@ -42,11 +42,14 @@ from workflows.billing_period import BillingPeriodWorkflow  # noqa: E402
 from workflows.messages import AddUsage, EditFee, FinalizeInvoice, RefreshInvoice  # noqa: E402
 
 HISTORIES = ROOT / "tests" / "workflows" / "histories"
+# The shape of the lifecycle these histories show, as a file-name prefix: the histories of
+# the shape before patch "lean-period-shape" have none and are never overwritten.
+SHAPE = "lean_"
 
 
 async def finalized_with_usage_edit_and_refresh(harness: PeriodHarness) -> WorkflowHandle[Any, Any]:
     """Usage by update and by signal, a fee edit, a refresh, the grace timer, invoice.created."""
-    handle = await harness.start("sub_pro")
+    handle = await harness.start("sub_pro", customer_external_id="cust_inherit")
     await harness.wait_for_draft(handle)
     jan = JANUARY[0].replace(day=5)
     events = [
@@ -72,14 +75,14 @@ async def finalized_with_usage_edit_and_refresh(harness: PeriodHarness) -> Workf
 
 
 async def empty_period_closed_under_skip(harness: PeriodHarness) -> WorkflowHandle[Any, Any]:
-    handle = await harness.start("sub_skip")
+    handle = await harness.start("sub_skip", customer_external_id="cust_skip")
     final = await handle.result()
     assert final.status == InvoiceStatus.CLOSED, final
     return handle
 
 
 async def malformed_signals_then_finalize_now(harness: PeriodHarness) -> WorkflowHandle[Any, Any]:
-    handle = await harness.start("sub_finalize")
+    handle = await harness.start("sub_finalize", customer_external_id="cust_finalize")
     await harness.wait_for_draft(handle)
     await handle.signal("add_usage", {"events": "not a list"})
     await handle.signal("edit_fee", {"charge_code": "nope", "mode": "units", "units": "1"})
@@ -96,9 +99,9 @@ async def malformed_signals_then_finalize_now(harness: PeriodHarness) -> Workflo
 
 
 SCENARIOS = {
-    "billing_period_finalized": finalized_with_usage_edit_and_refresh,
-    "billing_period_closed_empty": empty_period_closed_under_skip,
-    "billing_period_malformed_signals": malformed_signals_then_finalize_now,
+    f"{SHAPE}billing_period_finalized": finalized_with_usage_edit_and_refresh,
+    f"{SHAPE}billing_period_closed_empty": empty_period_closed_under_skip,
+    f"{SHAPE}billing_period_malformed_signals": malformed_signals_then_finalize_now,
 }
 
 

@@ -32,13 +32,16 @@ from billing.invoicing import (
 )
 from billing.models import AdjustedFee, BillingContext, Fee, Invoice, InvoiceStatus
 from billing.plans import require_charge
+from services.periods import PeriodSettings, period_settings
 from store.unit_of_work import UnitOfWork
 from store.webhooks import INVOICE_CREATED, INVOICE_DRAFTED
 
 __all__ = [
+    "DraftOutcome",
     "FinalizationOutcome",
     "adjust_fee",
     "create_draft",
+    "draft_invoice",
     "finalize_invoice",
     "find_invoice",
     "get_invoice",
@@ -55,6 +58,16 @@ class FinalizationOutcome(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
+    invoice: Invoice
+    delivery_ids: list[str] = []
+
+
+class DraftOutcome(BaseModel):
+    """The period's settings, its draft and the ``invoice.drafted`` deliveries to send."""
+
+    model_config = ConfigDict(frozen=True)
+
+    settings: PeriodSettings
     invoice: Invoice
     delivery_ids: list[str] = []
 
@@ -119,6 +132,34 @@ def create_draft(
             draft = _recompute_draft(uow, draft, context, adjustments={})
         uow.commit()
         return draft
+
+
+def draft_invoice(
+    engine: Engine, subscription_external_id: str, period_start: datetime, period_end: datetime
+) -> DraftOutcome:
+    """The period-end step in one unit of work: settings, draft, ``invoice.drafted`` rows.
+
+    Idempotent on (subscription, period start): a repeat returns the stored draft (or the
+    invoice it became) and the deliveries already queued.
+    """
+    invoice_id = invoice_id_for(subscription_external_id, period_start)
+    with UnitOfWork(engine) as uow:
+        context = uow.catalog.billing_context(subscription_external_id)
+        settings = period_settings(context, period_start, period_end)
+        invoice = uow.invoices.find(invoice_id)
+        if invoice is None:
+            number = draft_number(context.billing_entity.invoice_prefix)
+            inserted = uow.invoices.add_draft(invoice_id, number, context, period_start, period_end)
+            invoice = uow.invoices.get(invoice_id)
+            if inserted:  # else created concurrently by another attempt
+                invoice = _recompute_draft(uow, invoice, context)
+        delivery_ids: list[str] = []
+        if context.billing_entity.send_invoice_drafted_webhook:
+            delivery_ids = uow.webhooks.delivery_ids(invoice_id, INVOICE_DRAFTED)
+            if not delivery_ids and invoice.status == InvoiceStatus.DRAFT:
+                delivery_ids = uow.webhooks.queue(invoice, INVOICE_DRAFTED, datetime.now(UTC))
+        uow.commit()
+        return DraftOutcome(settings=settings, invoice=invoice, delivery_ids=delivery_ids)
 
 
 def refresh_draft(engine: Engine, invoice_id: str) -> Invoice:

@@ -7,10 +7,11 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine
 
+from billing.models import BillingContext
 from billing.periods import describe_period
 from store.unit_of_work import UnitOfWork
 
-__all__ = ["PeriodSettings", "load_period_settings"]
+__all__ = ["PeriodSettings", "load_period_settings", "period_settings"]
 
 
 class PeriodSettings(BaseModel):
@@ -33,6 +34,13 @@ def load_period_settings(
     """The customer, currency, timezone, grace period and charges of a period."""
     with UnitOfWork(engine) as uow:
         context = uow.catalog.billing_context(subscription_external_id)
+    return period_settings(context, period_start, period_end)
+
+
+def period_settings(
+    context: BillingContext, period_start: datetime, period_end: datetime
+) -> PeriodSettings:
+    """The settings of a period, from its subscription's billing context."""
     return PeriodSettings(
         customer_external_id=context.customer.external_id,
         billing_entity_code=context.billing_entity.code,

@@ -158,6 +158,7 @@ class BillingClient(StoreAccess):
     def _input(self, ref: PeriodRef, grace_period_seconds: int | None) -> BillingPeriodInput:
         return BillingPeriodInput(
             subscription_external_id=ref.subscription_external_id,
+            customer_external_id=ref.customer_external_id,
             period_start=ref.period_start,
             period_end=ref.period_end,
             grace_period_seconds=grace_period_seconds,

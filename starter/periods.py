@@ -13,7 +13,7 @@ The policy:
 - a period whose workflow failed, timed out or was terminated may run again.
 
 The launcher workflow (:mod:`workflows.launch_periods`) starts periods as children with
-the same id and reuse policy; a child start has no conflict policy, so there a running
+the same id, reuse policy and search attributes; a child start has no conflict policy, so there a running
 period raises ``WorkflowAlreadyStartedError`` too and is reported as already running.
 """
 
@@ -26,6 +26,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from billing.models import Invoice
 from billing.periods import describe_period, period_workflow_id
+from workflows import search_attributes
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.messages import BillingPeriodInput
 
@@ -56,6 +57,8 @@ def _start_options(period: BillingPeriodInput, task_queue: str, timezone: str) -
         "id_conflict_policy": ID_CONFLICT_POLICY,
         "id_reuse_policy": ID_REUSE_POLICY,
         "static_summary": period_summary(period, timezone),
+        # What never changes is given here; the workflow upserts only what changes.
+        "search_attributes": search_attributes.at_start(period),
     }
 
 

@@ -33,6 +33,8 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.invoices import (
         CreateDraftRequest,
+        DraftOutcome,
+        DraftRequest,
         FinalizeRequest,
         FinalizeResult,
         InvoiceActivities,
@@ -71,6 +73,9 @@ STORE_RETRY_POLICY = RetryPolicy(
 )
 PATCH_STORE_REJECTIONS_PROMPTLY = "store-rejections-promptly"
 PATCH_INPUTS_BEFORE_DEADLINE = "apply-inputs-received-before-deadline"
+# One store step at period end (settings, draft, drafted webhook), search attributes
+# given at start and upserted only when they change (docs/UPGRADES.md).
+PATCH_LEAN_PERIOD_SHAPE = "lean-period-shape"
 DAY = timedelta(days=1)
 
 
@@ -88,7 +93,14 @@ class BillingPeriodWorkflow:
     @workflow.run
     async def run(self, input: BillingPeriodInput) -> Invoice:
         state = self._state
-        if state.settings is None:
+        # Consulted once, first thing: a run begun before the patch replays without its
+        # marker and keeps the old shape to its end (the SDK memoizes the answer). A run
+        # with it began on code that has every earlier patch too: it does not consult
+        # them (each costs a marker and a search-attribute upsert).
+        state.lean_shape = workflow.patched(PATCH_LEAN_PERIOD_SHAPE)
+        if state.lean_shape:
+            presentation.upsert_missing_period_attributes(state)
+        elif state.settings is None:
             state.settings = await self._store(
                 InvoiceActivities.load_period_settings,
                 PeriodSettingsRequest(
@@ -140,7 +152,9 @@ class BillingPeriodWorkflow:
             if state.refresh_due_at is not None:
                 wake_at = min(wake_at, state.refresh_due_at)
             # Without this patch the loop woke only for commands (docs/UPGRADES.md).
-            self._store_promptly = workflow.patched(PATCH_STORE_REJECTIONS_PROMPTLY)
+            self._store_promptly = self._state.lean_shape or workflow.patched(
+                PATCH_STORE_REJECTIONS_PROMPTLY
+            )
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
                     lambda: (
@@ -161,13 +175,16 @@ class BillingPeriodWorkflow:
         """
         if not self._inbox.holds_inputs_before(deadline):
             return False
-        return workflow.patched(PATCH_INPUTS_BEFORE_DEADLINE)
+        return self._state.lean_shape or workflow.patched(PATCH_INPUTS_BEFORE_DEADLINE)
 
     def _grace_deadline(self) -> datetime:
         assert self._state.grace_period_ends_at is not None
         return self._state.grace_period_ends_at
 
     async def _create_draft(self) -> None:
+        if self._state.lean_shape:
+            await self._draft_invoice()
+            return
         state = self._state
         invoice: Invoice = await self._store(
             InvoiceActivities.create_draft,
@@ -194,13 +211,42 @@ class BillingPeriodWorkflow:
             InvoiceRef(invoice_id=invoice.id),
             summary="queue invoice.drafted webhook",
         )
-        for delivery_id in drafted:
+        await self._send_drafted_webhooks(invoice, drafted)
+
+    async def _draft_invoice(self) -> None:
+        """Period end in one store step: the settings, the draft, the drafted webhook rows."""
+        state = self._state
+        outcome: DraftOutcome = await self._store(
+            InvoiceActivities.draft_invoice,
+            DraftRequest(
+                subscription_external_id=state.input.subscription_external_id,
+                period_start=state.input.period_start,
+                period_end=state.input.period_end,
+            ),
+            summary="draft the invoice",
+        )
+        state.settings = outcome.settings
+        state.invoice = invoice = outcome.invoice
+        if invoice.status != InvoiceStatus.DRAFT:
+            # Finalized by an earlier run of this period: nothing left to do but report it.
+            state.phase = PeriodPhase(invoice.status.value)
+            presentation.upsert_changed_attributes(state)
+            return
+        state.phase = PeriodPhase.DRAFT
+        state.grace_period_ends_at = workflow.now() + self._grace_period()
+        state.refresh_due_at = None
+        presentation.upsert_changed_attributes(state)
+        self._show_details()
+        await self._send_drafted_webhooks(invoice, outcome.delivery_ids)
+
+    async def _send_drafted_webhooks(self, invoice: Invoice, delivery_ids: list[str]) -> None:
+        for delivery_id in delivery_ids:
             # The grace period does not wait for a drafted notification to arrive.
             await workflow.start_child_workflow(
                 WebhookDeliveryWorkflow.run,
                 WebhookDeliveryInput(
                     delivery_id=delivery_id,
-                    retry_window_seconds=state.input.webhook_retry_window_seconds,
+                    retry_window_seconds=self._state.input.webhook_retry_window_seconds,
                 ),
                 id=webhook_delivery_workflow_id(delivery_id, 1),
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
@@ -228,7 +274,10 @@ class BillingPeriodWorkflow:
         closed = result.invoice.status == InvoiceStatus.CLOSED
         state.phase = PeriodPhase.CLOSED if closed else PeriodPhase.FINALIZED
         self._inbox.answer_finalization(result.invoice)
-        presentation.upsert_invoice_attributes(state)
+        if state.lean_shape:
+            presentation.upsert_changed_attributes(state)
+        else:
+            presentation.upsert_invoice_attributes(state)
         self._show_details()
 
     async def _deliver_invoice_webhooks(self) -> None:

@@ -188,7 +188,10 @@ class PeriodCommands:
 
     def _shown(self) -> Invoice:
         """The changed draft, shown in the search attributes and the UI details."""
-        presentation.upsert_invoice_attributes(self._state)
+        if self._state.lean_shape:
+            presentation.upsert_changed_attributes(self._state)  # only a changed total
+        else:
+            presentation.upsert_invoice_attributes(self._state)
         presentation.show_details(self._state, self._inbox)
         return self._draft()
 

@@ -28,6 +28,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from activities.launcher import LauncherActivities, PeriodsEndingRequest, PeriodToLaunch
+    from workflows import search_attributes
     from workflows.billing_period import BillingPeriodWorkflow
     from workflows.messages import BillingPeriodInput
 
@@ -67,18 +68,21 @@ class LaunchPeriodsWorkflow:
         started: list[str] = []
         running: list[str] = []
         for period in periods:
+            child_input = BillingPeriodInput(
+                subscription_external_id=period.subscription_external_id,
+                customer_external_id=period.customer_external_id,
+                period_start=period.period_start,
+                period_end=period.period_end,
+                grace_period_seconds=input.grace_period_seconds,
+            )
             try:
                 await workflow.start_child_workflow(
                     BillingPeriodWorkflow.run,
-                    BillingPeriodInput(
-                        subscription_external_id=period.subscription_external_id,
-                        period_start=period.period_start,
-                        period_end=period.period_end,
-                        grace_period_seconds=input.grace_period_seconds,
-                    ),
+                    child_input,
                     id=period.workflow_id,
                     parent_close_policy=workflow.ParentClosePolicy.ABANDON,
                     id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+                    search_attributes=search_attributes.at_start(child_input),
                     static_summary=(
                         f"Billing period {period.label} of {period.subscription_external_id}"
                     ),

@@ -72,9 +72,12 @@ class BillingPeriodInput(_Message):
 
     ``grace_period_seconds`` overrides the customer's grace period (days) for this run:
     for tests and demos. ``webhook_retry_window_seconds`` bounds webhook retries.
+    ``customer_external_id`` is what the open phase shows before the draft reads the
+    customer's settings (the starter knows it; empty from an older starter).
     """
 
     subscription_external_id: str = Field(min_length=1)
+    customer_external_id: str = ""
     period_start: datetime
     period_end: datetime
     grace_period_seconds: int | None = Field(default=None, ge=0)

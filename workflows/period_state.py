@@ -38,3 +38,5 @@ class PeriodState:
     events_duplicated: int = 0
     webhooks_delivered: int = 0
     webhooks_failed: int = 0
+    # This run follows the lean shape (patch "lean-period-shape"): set once per run.
+    lean_shape: bool = False

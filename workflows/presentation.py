@@ -5,21 +5,39 @@ Nothing here changes the period; each function reads its :class:`PeriodState`.
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio import workflow
+from temporalio.common import SearchAttributeUpdate
 
 from workflows import search_attributes
 from workflows.inbox import Inbox
 from workflows.messages import PeriodPhase, PeriodView
 from workflows.period_state import PeriodState
 
-__all__ = ["period_view", "show_details", "upsert_invoice_attributes", "upsert_period_attributes"]
+__all__ = [
+    "customer_external_id",
+    "period_view",
+    "show_details",
+    "upsert_changed_attributes",
+    "upsert_invoice_attributes",
+    "upsert_missing_period_attributes",
+    "upsert_period_attributes",
+]
+
+
+def customer_external_id(state: PeriodState) -> str:
+    """The customer: from the settings once read, else from the start input (may be empty)."""
+    if state.settings is not None:
+        return state.settings.customer_external_id
+    return state.input.customer_external_id
 
 
 def period_view(state: PeriodState, inbox: Inbox) -> PeriodView:
     """What the ``invoice`` query returns: phase, deadlines, the invoice, counters."""
     return PeriodView(
         subscription_external_id=state.input.subscription_external_id,
-        customer_external_id=state.settings.customer_external_id if state.settings else "",
+        customer_external_id=customer_external_id(state),
         period_start=state.input.period_start,
         period_end=state.input.period_end,
         phase=state.phase,
@@ -57,6 +75,45 @@ def upsert_invoice_attributes(state: PeriodState) -> None:
             search_attributes.TOTAL_CENTS.value_set(state.invoice.total_amount_cents),
         ]
     )
+
+
+def upsert_missing_period_attributes(state: PeriodState) -> None:
+    """A period started without its attributes (by an older starter) gets them once."""
+    if workflow.info().typed_search_attributes.get(search_attributes.SUBSCRIPTION) is not None:
+        return
+    pairs: list[SearchAttributeUpdate[Any]] = [
+        search_attributes.SUBSCRIPTION.value_set(state.input.subscription_external_id),
+        search_attributes.PERIOD_START.value_set(state.input.period_start),
+        search_attributes.INVOICE_STATUS.value_set(state.phase.value),
+    ]
+    customer = customer_external_id(state)
+    if customer:
+        pairs.append(search_attributes.CUSTOMER.value_set(customer))
+    workflow.upsert_search_attributes(pairs)
+
+
+def upsert_changed_attributes(state: PeriodState) -> None:
+    """Status, number and total (and the customer, if not given at start) that changed.
+
+    Compared with the workflow's current attributes, so an edit or refresh that leaves the
+    total as it was upserts nothing.
+    """
+    invoice = state.invoice
+    if invoice is None:
+        return
+    current = workflow.info().typed_search_attributes
+    pairs: list[SearchAttributeUpdate[Any]] = []
+    customer = customer_external_id(state)
+    if customer and current.get(search_attributes.CUSTOMER) != customer:
+        pairs.append(search_attributes.CUSTOMER.value_set(customer))
+    if current.get(search_attributes.INVOICE_STATUS) != state.phase.value:
+        pairs.append(search_attributes.INVOICE_STATUS.value_set(state.phase.value))
+    if current.get(search_attributes.INVOICE_NUMBER) != invoice.number:
+        pairs.append(search_attributes.INVOICE_NUMBER.value_set(invoice.number))
+    if current.get(search_attributes.TOTAL_CENTS) != invoice.total_amount_cents:
+        pairs.append(search_attributes.TOTAL_CENTS.value_set(invoice.total_amount_cents))
+    if pairs:
+        workflow.upsert_search_attributes(pairs)
 
 
 def show_details(state: PeriodState, inbox: Inbox) -> None:

@@ -8,7 +8,11 @@ the test fixtures through the operator service, production with
 
 from __future__ import annotations
 
-from temporalio.common import SearchAttributeKey
+from typing import Any
+
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+
+from workflows.messages import BillingPeriodInput, PeriodPhase
 
 __all__ = [
     "ALL",
@@ -18,6 +22,7 @@ __all__ = [
     "PERIOD_START",
     "SUBSCRIPTION",
     "TOTAL_CENTS",
+    "at_start",
 ]
 
 CUSTOMER = SearchAttributeKey.for_keyword("BillingCustomer")
@@ -35,3 +40,18 @@ ALL: tuple[SearchAttributeKey, ...] = (  # type: ignore[type-arg]
     INVOICE_NUMBER,
     TOTAL_CENTS,
 )
+
+
+def at_start(period: BillingPeriodInput) -> TypedSearchAttributes:
+    """The attributes a period is started with: those that never change, status ``open``.
+
+    The workflow then upserts only what changes (status, number, total).
+    """
+    pairs: list[SearchAttributePair[Any]] = [
+        SearchAttributePair(SUBSCRIPTION, period.subscription_external_id),
+        SearchAttributePair(PERIOD_START, period.period_start),
+        SearchAttributePair(INVOICE_STATUS, PeriodPhase.OPEN.value),
+    ]
+    if period.customer_external_id:
+        pairs.append(SearchAttributePair(CUSTOMER, period.customer_external_id))
+    return TypedSearchAttributes(pairs)

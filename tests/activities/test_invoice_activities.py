@@ -14,6 +14,7 @@ ACTIVITY_NAMES = {
     "record_usage",
     "create_draft",
     "queue_drafted_webhook",
+    "draft_invoice",
     "refresh_draft",
     "adjust_fee",
     "remove_adjustment",

@@ -17,6 +17,7 @@ from services.coupons import apply_coupon, get_wallet, list_applied_coupons, top
 from services.invoices import (
     adjust_fee,
     create_draft,
+    draft_invoice,
     finalize_invoice,
     find_invoice,
     get_invoice,
@@ -273,6 +274,18 @@ def test_drafted_webhook_is_queued_once_when_the_entity_sends_it(catalog_engine:
     assert get_delivery(catalog_engine, first[0]).webhook_type == "invoice.drafted"
     brandt = create_draft(catalog_engine, "sub_brandt_team", *january("Europe/Berlin"))
     assert queue_drafted_webhook(catalog_engine, brandt.id) == []  # acme_eu does not send it
+
+
+def test_draft_invoice_is_one_idempotent_step(catalog_engine: Engine) -> None:
+    start, end = january("America/New_York")
+    outcome = draft_invoice(catalog_engine, NORTHWIND, start, end)
+    assert outcome.invoice == create_draft(catalog_engine, NORTHWIND, start, end)
+    assert outcome.settings.customer_external_id == "cust_northwind"
+    assert len(outcome.delivery_ids) == 1
+    assert get_delivery(catalog_engine, outcome.delivery_ids[0]).webhook_type == "invoice.drafted"
+    assert draft_invoice(catalog_engine, NORTHWIND, start, end) == outcome
+    brandt = draft_invoice(catalog_engine, "sub_brandt_team", *january("Europe/Berlin"))
+    assert brandt.delivery_ids == []  # acme_eu does not send it
 
 
 def test_unknown_invoice(catalog_engine: Engine) -> None:

@@ -198,7 +198,7 @@ async def test_operator_edits_go_ahead_of_the_close_on_the_task_queue(
     assert priorities["adjust_fee"] == {1}
     assert priorities["remove_adjustment"] == {1}
     assert priorities["refresh_draft"] == {1}
-    for close_step in ("load_period_settings", "create_draft", "finalize_invoice"):
+    for close_step in ("draft_invoice", "finalize_invoice"):
         assert priorities[close_step] == {0}, close_step  # unset: the default, 3
 
 

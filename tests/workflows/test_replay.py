@@ -57,11 +57,10 @@ def test_histories_cover_every_workflow_and_outcome() -> None:
     kinds = {workflow_type(path) for path in HISTORY_FILES}
     assert kinds == {"BillingPeriodWorkflow", "WebhookDeliveryWorkflow"}
     names = {path.stem for path in HISTORY_FILES}
-    assert {
-        "billing_period_finalized",
-        "billing_period_closed_empty",
-        "billing_period_malformed_signals",
-    } <= names
+    outcomes = {"billing_period_finalized", "billing_period_closed_empty"}
+    outcomes.add("billing_period_malformed_signals")
+    # Both shapes: before patch "lean-period-shape" and with it (prefix "lean_").
+    assert outcomes | {f"lean_{name}" for name in outcomes} <= names
     for path in HISTORY_FILES:
         last = json.loads(path.read_text())["events"][-1]
         assert "workflowExecutionCompletedEventAttributes" in last, f"{path.name} is unfinished"
