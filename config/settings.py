@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     webhook_sink_port: int = Field(default=8765, alias="BILLING_WEBHOOK_SINK_PORT")
     metrics_port: int | None = Field(default=None, alias="BILLING_METRICS_PORT")
     log_level: str = Field(default="INFO", alias="BILLING_LOG_LEVEL")
-    # Periods kept in a worker's sticky cache (about 110 KiB each, bench/README.md); the
+    # Periods kept in a worker's sticky cache (about 105 KiB each, bench/README.md); the
     # others are replayed from history when they wake, so size it to the busy ones.
     max_cached_workflows: int = Field(default=1000, ge=0, alias="BILLING_MAX_CACHED_WORKFLOWS")
     # Workflow code in the SDK's sandbox (on) or not (off, the default: ~40 KiB less per
