@@ -55,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
         RejectedInput,
         RemoveFeeAdjustment,
     )
+    from workflows.period_state import PeriodState
     from workflows.webhook_delivery import (
         WebhookDeliveryInput,
         WebhookDeliveryWorkflow,
@@ -195,17 +196,8 @@ class BillingPeriodWorkflow:
             ),
             summary="create draft invoice",
         )
-        state.invoice = invoice
-        if invoice.status != InvoiceStatus.DRAFT:
-            # Finalized by an earlier run of this period: nothing left to do but report it.
-            state.phase = PeriodPhase(invoice.status.value)
-            presentation.upsert_invoice_attributes(state)
+        if not self._open_grace_period(invoice, presentation.upsert_invoice_attributes):
             return
-        state.phase = PeriodPhase.DRAFT
-        state.grace_period_ends_at = workflow.now() + self._grace_period()
-        state.refresh_due_at = None
-        presentation.upsert_invoice_attributes(state)
-        self._show_details()
         drafted = await self._store(
             InvoiceActivities.queue_drafted_webhook,
             InvoiceRef(invoice_id=invoice.id),
@@ -226,18 +218,26 @@ class BillingPeriodWorkflow:
             summary="draft the invoice",
         )
         state.settings = outcome.settings
-        state.invoice = invoice = outcome.invoice
+        if self._open_grace_period(outcome.invoice, presentation.upsert_changed_attributes):
+            await self._send_drafted_webhooks(outcome.invoice, outcome.delivery_ids)
+
+    def _open_grace_period(
+        self, invoice: Invoice, upsert_attributes: Callable[[PeriodState], None]
+    ) -> bool:
+        """Take the stored draft; False when an earlier run of this period already ended it."""
+        state = self._state
+        state.invoice = invoice
         if invoice.status != InvoiceStatus.DRAFT:
             # Finalized by an earlier run of this period: nothing left to do but report it.
             state.phase = PeriodPhase(invoice.status.value)
-            presentation.upsert_changed_attributes(state)
-            return
+            upsert_attributes(state)
+            return False
         state.phase = PeriodPhase.DRAFT
         state.grace_period_ends_at = workflow.now() + self._grace_period()
         state.refresh_due_at = None
-        presentation.upsert_changed_attributes(state)
+        upsert_attributes(state)
         self._show_details()
-        await self._send_drafted_webhooks(invoice, outcome.delivery_ids)
+        return True
 
     async def _send_drafted_webhooks(self, invoice: Invoice, delivery_ids: list[str]) -> None:
         for delivery_id in delivery_ids:
