@@ -37,40 +37,9 @@ _FEES = Base.metadata.tables[FeeRow.__tablename__]
 _ADJUSTMENTS = Base.metadata.tables[AdjustedFeeRow.__tablename__]
 _SEQUENCES = Base.metadata.tables[InvoiceSequenceRow.__tablename__]
 
-_INVOICE_FIELDS = (
-    "id",
-    "number",
-    "status",
-    "currency",
-    "customer_external_id",
-    "subscription_external_id",
-    "billing_entity_code",
-    "period_start",
-    "period_end",
-    "issuing_date",
-    "fees_amount_cents",
-    "coupons_amount_cents",
-    "taxes_amount_cents",
-    "sub_total_excluding_taxes_amount_cents",
-    "sub_total_including_taxes_amount_cents",
-    "prepaid_credit_amount_cents",
-    "total_amount_cents",
-    "tax_rate",
-)
-_FEE_FIELDS = (
-    "code",
-    "kind",
-    "display_name",
-    "units",
-    "amount_cents",
-    "precise_amount",
-    "unit_amount",
-    "events_count",
-    "adjusted",
-    "coupons_amount_cents",
-    "taxes_amount_cents",
-    "precise_taxes_amount",
-)
+# The columns are the domain models' fields: the models say what an invoice and a fee hold.
+_INVOICE_FIELDS = tuple(name for name in Invoice.model_fields if name != "fees")
+_FEE_FIELDS = tuple(Fee.model_fields)
 _INVOICE_COLUMNS = tuple(_INVOICES.c[name] for name in _INVOICE_FIELDS)
 # Fee columns labelled apart from the invoice's (both have coupons/taxes amounts).
 _FEE_COLUMNS = tuple(_FEES.c[name].label(f"fee_{name}") for name in _FEE_FIELDS)
