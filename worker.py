@@ -36,7 +36,7 @@ from activities.invoices import InvoiceActivities
 from activities.launcher import LauncherActivities
 from activities.webhooks import WebhookActivities
 from config.logging_setup import configure_logging
-from config.settings import Settings
+from config.settings import WORKFLOW_TASK_SLOTS, Settings
 from config.temporal import connect
 from store.db import make_engine
 from workflows.billing_period import BillingPeriodWorkflow
@@ -205,6 +205,7 @@ def build_worker(
     executor: ThreadPoolExecutor,
     max_cached_workflows: int = 1000,
     workflow_sandbox: bool = False,
+    workflow_task_slots: int = WORKFLOW_TASK_SLOTS,
 ) -> Worker:
     """A worker with every workflow and activity of the product registered.
 
@@ -238,6 +239,7 @@ def build_worker(
         max_concurrent_activities=ACTIVITY_THREADS,
         graceful_shutdown_timeout=SHUTDOWN_GRACE,
         max_cached_workflows=max_cached_workflows,
+        max_concurrent_workflow_tasks=workflow_task_slots,
     )
 
 
@@ -266,6 +268,7 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
                 executor=executor,
                 max_cached_workflows=settings.max_cached_workflows,
                 workflow_sandbox=settings.workflow_sandbox,
+                workflow_task_slots=settings.workflow_task_slots,
             )
             log.info(
                 "worker polling task queue %r at %s (namespace %s)",

@@ -41,7 +41,8 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 
 from billing.models import Invoice
-from starter.periods import period_workflow_id, start_period
+from config.settings import WORKFLOW_TASK_SLOTS
+from starter.periods import give_operator_priority, period_workflow_id, start_period
 from starter.webhook_sink import ReceivedWebhook, WebhookSink
 from worker import ACTIVITY_THREADS, build_worker, tune_garbage_collection
 from workflows.billing_period import BillingPeriodWorkflow
@@ -51,13 +52,20 @@ CHARGE = "storage_gb"
 
 
 async def edit_round_trips(
-    handles: list[WorkflowHandle[Any, Any]], count: int, offset: int
+    client: Client,
+    handles: list[WorkflowHandle[Any, Any]],
+    count: int,
+    offset: int,
+    operator_priority: bool,
 ) -> list[float]:
+    """Edits one at a time, as ``BillingClient`` sends them (priority first, then the update)."""
     timings = []
     for index in range(count):
         handle = handles[index % len(handles)]
         units = Decimal(offset + index + 1)
         began = time.perf_counter()
+        if operator_priority:
+            await give_operator_priority(client, handle.id)
         invoice: Invoice = await handle.execute_update(
             BillingPeriodWorkflow.edit_fee_sync,
             EditFee(charge_code=CHARGE, mode="units", units=units),
@@ -114,6 +122,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "edit_periods": args.periods,
         "close_periods": args.close,
         "worker": "1 in-process worker (worker.build_worker); client and sink in the same process",
+        "operator_priority": args.operator_priority,
+        "workflow_task_slots": args.workflow_task_slots,
         **machine(),
     }
     print(
@@ -142,7 +152,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             ):
                 with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
                     worker = build_worker(
-                        client, engine, http, task_queue=task_queue, executor=executor
+                        client,
+                        engine,
+                        http,
+                        task_queue=task_queue,
+                        executor=executor,
+                        workflow_task_slots=args.workflow_task_slots,
                     )
                     async with worker:
                         handles = []
@@ -165,15 +180,22 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                             ).phase != PeriodPhase.DRAFT:
                                 assert time.monotonic() < deadline, "drafts not ready in 60s"
                                 await asyncio.sleep(0.1)
-                        await edit_round_trips(handles, min(10, args.edits), 10_000)  # warm-up
+                        await edit_round_trips(
+                            client, handles, min(10, args.edits), 10_000, args.operator_priority
+                        )  # warm-up
                         result["idle"] = figures(
-                            "idle", await edit_round_trips(handles, args.edits, 0)
+                            "idle",
+                            await edit_round_trips(
+                                client, handles, args.edits, 0, args.operator_priority
+                            ),
                         )
 
                         close_began = time.monotonic()
                         closer = asyncio.create_task(start_close(client, closing, task_queue))
                         await asyncio.sleep(0.5)  # let the launch get going
-                        timings = await edit_round_trips(handles, args.edits, args.edits)
+                        timings = await edit_round_trips(
+                            client, handles, args.edits, args.edits, args.operator_priority
+                        )
                         closed_during = len(finish.ended)
                         await closer
                         await asyncio.wait_for(finish.all_done.wait(), timeout=args.timeout)
@@ -198,6 +220,18 @@ def main() -> None:
     parser.add_argument("--periods", type=int, default=5, help="drafts edited round robin")
     parser.add_argument("--close", type=int, default=1000, help="periods closed meanwhile")
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument(
+        "--no-operator-priority",
+        dest="operator_priority",
+        action="store_false",
+        help="send the update alone, without give_operator_priority first",
+    )
+    parser.add_argument(
+        "--workflow-task-slots",
+        type=int,
+        default=WORKFLOW_TASK_SLOTS,
+        help=f"the worker's max concurrent workflow tasks (default {WORKFLOW_TASK_SLOTS})",
+    )
     args = parser.parse_args()
     stop_cleanly_on_sigterm()
     if args.smoke:

@@ -16,6 +16,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = ["DEFAULT_TASK_QUEUE", "Settings"]
 
 DEFAULT_TASK_QUEUE = "billing-periods"
+# Workflow tasks a worker process takes at once. Few: a task a worker has taken waits, in
+# arrival order, for the one thread that runs workflow code; a task it has not taken stays
+# on the server, which hands out an operator's tasks first (task priority,
+# starter.periods.give_operator_priority). A close is bound by CPU, not by this number.
+WORKFLOW_TASK_SLOTS = 4
 
 
 class Settings(BaseSettings):
@@ -42,6 +47,10 @@ class Settings(BaseSettings):
     # Workflow code in the SDK's sandbox (on) or not (off, the default: ~40 KiB less per
     # cached period; determinism guarded by the architecture and replay tests).
     workflow_sandbox: bool = Field(default=False, alias="BILLING_WORKFLOW_SANDBOX")
+    # Workflow tasks a worker process takes at once (WORKFLOW_TASK_SLOTS).
+    workflow_task_slots: int = Field(
+        default=WORKFLOW_TASK_SLOTS, ge=2, alias="BILLING_WORKFLOW_TASK_SLOTS"
+    )
 
     @cached_property
     def database_url(self) -> str:

@@ -57,7 +57,13 @@ from starter.errors import (
     Refused,
     UnknownSubscription,
 )
-from starter.periods import period_workflow_id, start_period, start_period_operation, was_started
+from starter.periods import (
+    give_operator_priority,
+    period_workflow_id,
+    start_period,
+    start_period_operation,
+    was_started,
+)
 from starter.results import (
     InvoiceSnapshot,
     LaunchOutcome,
@@ -348,6 +354,7 @@ class BillingClient(StoreAccess):
 
     async def _update(self, ref: PeriodRef, update: Any, message: BaseModel) -> Invoice:
         handle = self.client.get_workflow_handle_for(BillingPeriodWorkflow.run, ref.workflow_id)
+        await give_operator_priority(self.client, ref.workflow_id)
         try:
             result: Invoice = await handle.execute_update(update, message)
         except Exception as err:

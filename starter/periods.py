@@ -19,20 +19,29 @@ period raises ``WorkflowAlreadyStartedError`` too and is reported as already run
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from google.protobuf.field_mask_pb2 import FieldMask
+from temporalio.api.common.v1 import Priority as PriorityMessage
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflow.v1 import WorkflowExecutionOptions
+from temporalio.api.workflowservice.v1 import UpdateWorkflowExecutionOptionsRequest
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.service import RPCError
 
 from billing.models import Invoice
 from billing.periods import describe_period, period_workflow_id
 from workflows import search_attributes
 from workflows.billing_period import BillingPeriodWorkflow
+from workflows.commands import EDIT_PRIORITY_KEY
 from workflows.messages import BillingPeriodInput
 
 __all__ = [
     "ID_CONFLICT_POLICY",
     "ID_REUSE_POLICY",
+    "give_operator_priority",
     "period_summary",
     "period_workflow_id",
     "start_period",
@@ -42,6 +51,8 @@ __all__ = [
 
 ID_CONFLICT_POLICY = WorkflowIDConflictPolicy.USE_EXISTING
 ID_REUSE_POLICY = WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY
+
+log = logging.getLogger("billing.starter")
 
 
 def period_summary(period: BillingPeriodInput, timezone: str = "UTC") -> str:
@@ -92,3 +103,33 @@ def was_started(handle: WorkflowHandle[Any, Any]) -> bool:
     """
     response = getattr(handle, "_start_workflow_response", None)
     return bool(getattr(response, "started", True))
+
+
+async def give_operator_priority(client: Client, workflow_id: str) -> None:
+    """Put the period's tasks ahead of any backlog while an operator works on it.
+
+    An operator's edit runs as the period's workflow tasks and activities; during a
+    month-end close they would queue behind thousands of other periods' tasks. This sets
+    the running workflow's task priority to ``EDIT_PRIORITY_KEY`` (Temporal's
+    ``UpdateWorkflowExecutionOptions``): from then on its workflow tasks, on the sticky
+    queue too, and its store activities are handed to workers first. The server records
+    one ``WorkflowExecutionOptionsUpdated`` event the first time and nothing when the
+    priority is already set, so every operator request asks for it. It does not change
+    what the workflow does (its commands), so it needs no patch.
+
+    Failures are left to the request that follows (a period that does not exist is
+    reported by it); a server without priorities just queues the tasks in order.
+    """
+    try:
+        await client.workflow_service.update_workflow_execution_options(
+            UpdateWorkflowExecutionOptionsRequest(
+                namespace=client.namespace,
+                workflow_execution=WorkflowExecution(workflow_id=workflow_id),
+                workflow_execution_options=WorkflowExecutionOptions(
+                    priority=PriorityMessage(priority_key=EDIT_PRIORITY_KEY)
+                ),
+                update_mask=FieldMask(paths=["priority"]),
+            )
+        )
+    except RPCError as err:
+        log.debug("operator priority not set on %s: %s", workflow_id, err.message)

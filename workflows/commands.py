@@ -40,11 +40,14 @@ from workflows.messages import (
 from workflows.period_state import PeriodState
 from workflows.phases import ADD_USAGE, check_allowed
 
-__all__ = ["EDIT_PRIORITY", "PeriodCommands"]
+__all__ = ["EDIT_PRIORITY", "EDIT_PRIORITY_KEY", "PeriodCommands"]
 
 # An operator waits on an edit: its activity goes ahead of a month-end close's backlog
 # (Temporal's task-queue priority; 3 is the default of every other activity).
-EDIT_PRIORITY = Priority(priority_key=1)
+# A period an operator works on gets the same key for all its tasks
+# (starter.periods.give_operator_priority).
+EDIT_PRIORITY_KEY = 1
+EDIT_PRIORITY = Priority(priority_key=EDIT_PRIORITY_KEY)
 
 
 class PeriodCommands:
