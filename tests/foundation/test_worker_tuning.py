@@ -11,6 +11,8 @@ from types import ModuleType
 from typing import Any
 
 import httpx
+import pytest
+from pydantic import ValidationError
 from sqlalchemy import create_engine
 from temporalio.client import Client
 from temporalio.contrib.pydantic import PydanticPayloadConverter
@@ -99,3 +101,21 @@ async def test_every_run_shares_one_payload_converter(temporal_env: WorkflowEnvi
 
     assert converter.payload_converter_class() is converter.payload_converter_class()
     assert isinstance(converter.payload_converter_class(), PydanticPayloadConverter)
+
+
+async def test_the_worker_takes_few_workflow_tasks_at_once(
+    temporal_env: WorkflowEnvironment, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The backlog of a close must wait on the server, where an operator's tasks go first.
+    assert _worker(temporal_env.client).config()["max_concurrent_workflow_tasks"] == 4
+    monkeypatch.setenv("BILLING_WORKFLOW_TASK_SLOTS", "12")
+    slots = Settings().workflow_task_slots
+    assert (
+        _worker(temporal_env.client, workflow_task_slots=slots).config()[
+            "max_concurrent_workflow_tasks"
+        ]
+        == 12
+    )
+    monkeypatch.setenv("BILLING_WORKFLOW_TASK_SLOTS", "1")  # the SDK needs 2 (sticky + normal)
+    with pytest.raises(ValidationError, match="BILLING_WORKFLOW_TASK_SLOTS"):
+        Settings()
