@@ -1,8 +1,10 @@
 """Benchmark: fee-edit round trip (``edit_fee_sync`` sent -> recalculated fee returned).
 
-Against an embedded dev server and a fresh PostgreSQL schema, with one in-process worker:
+Against an embedded dev server and a fresh PostgreSQL schema, with one worker process
+(``--in-process``: the worker in the bench process, beside the editing client and the sink):
 a few January periods sit in their draft (grace period of an hour); edits are sent one at
-a time, round robin over them, and each reply is checked (the edited fee carries the
+a time, round robin over them, as ``BillingClient`` sends them (the operator priority, then
+the ``edit_fee_sync`` update), and each reply is checked (the edited fee carries the
 units sent). Measured twice: idle, and while a close of C other periods runs on the same
 worker (started at once, 2 s grace, webhooks to a local sink).
 
@@ -18,7 +20,9 @@ import argparse
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from typing import Any
 
@@ -34,9 +38,11 @@ from _stack import (
     load_bench_catalog,
     machine,
     percentile,
+    spawn_workers,
     stop_cleanly_on_sigterm,
 )
 from close import JANUARY, START_CONCURRENCY, Finish, usage_events
+from sqlalchemy import Engine
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 
@@ -114,6 +120,35 @@ async def start_close(client: Client, subscriptions: list[str], task_queue: str)
     await bounded_gather([start(s) for s in subscriptions], START_CONCURRENCY)
 
 
+@asynccontextmanager
+async def run_worker(
+    args: argparse.Namespace,
+    client: Client,
+    engine: Engine,
+    url: str,
+    http: httpx.AsyncClient,
+    task_queue: str,
+) -> AsyncIterator[None]:
+    """The worker: in a process of its own (as in production: an operator's client is never
+    inside the worker), or with ``--in-process`` in this one, beside the client and sink."""
+    if not args.in_process:
+        async with spawn_workers(client, url, task_queue, [[]]):
+            yield
+        return
+    tune_garbage_collection()  # as worker.run_worker does
+    with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
+        worker = build_worker(
+            client,
+            engine,
+            http,
+            task_queue=task_queue,
+            executor=executor,
+            workflow_task_slots=args.workflow_task_slots,
+        )
+        async with worker:
+            yield
+
+
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     editable = [f"edit_{i:03d}" for i in range(args.periods)]
     closing = [f"close_{i:06d}" for i in range(args.close)]
@@ -121,7 +156,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "fee_edit",
         "edit_periods": args.periods,
         "close_periods": args.close,
-        "worker": "1 in-process worker (worker.build_worker); client and sink in the same process",
+        "worker": (
+            "1 worker (worker.build_worker) in this process, beside client and sink"
+            if args.in_process
+            else "1 worker process (bench/_worker.py); client and sink in the bench process"
+        ),
         "operator_priority": args.operator_priority,
         "workflow_task_slots": args.workflow_task_slots,
         **machine(),
@@ -143,71 +182,59 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         sink = WebhookSink(secret=SECRET, on_delivery=on_delivery)
         await sink.start("127.0.0.1", 0)
         engine = load_bench_catalog(url, editable + closing, sink.url)
-        tune_garbage_collection()  # as worker.run_worker does
         task_queue = "bench-fee-edit"
         try:
             async with (
                 dev_server() as client,
                 httpx.AsyncClient() as http,
+                run_worker(args, client, engine, url, http, task_queue),
             ):
-                with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
-                    worker = build_worker(
+                handles = []
+                for sub in editable:
+                    started = await start_period(
                         client,
-                        engine,
-                        http,
+                        BillingPeriodInput(
+                            subscription_external_id=sub,
+                            period_start=JANUARY[0],
+                            period_end=JANUARY[1],
+                            grace_period_seconds=3600,
+                        ),
                         task_queue=task_queue,
-                        executor=executor,
-                        workflow_task_slots=args.workflow_task_slots,
                     )
-                    async with worker:
-                        handles = []
-                        for sub in editable:
-                            started = await start_period(
-                                client,
-                                BillingPeriodInput(
-                                    subscription_external_id=sub,
-                                    period_start=JANUARY[0],
-                                    period_end=JANUARY[1],
-                                    grace_period_seconds=3600,
-                                ),
-                                task_queue=task_queue,
-                            )
-                            handles.append(client.get_workflow_handle(started.id))
-                        deadline = time.monotonic() + 60
-                        for handle in handles:
-                            while (
-                                await handle.query(BillingPeriodWorkflow.invoice)
-                            ).phase != PeriodPhase.DRAFT:
-                                assert time.monotonic() < deadline, "drafts not ready in 60s"
-                                await asyncio.sleep(0.1)
-                        await edit_round_trips(
-                            client, handles, min(10, args.edits), 10_000, args.operator_priority
-                        )  # warm-up
-                        result["idle"] = figures(
-                            "idle",
-                            await edit_round_trips(
-                                client, handles, args.edits, 0, args.operator_priority
-                            ),
-                        )
+                    handles.append(client.get_workflow_handle(started.id))
+                deadline = time.monotonic() + 60
+                for handle in handles:
+                    while (
+                        await handle.query(BillingPeriodWorkflow.invoice)
+                    ).phase != PeriodPhase.DRAFT:
+                        assert time.monotonic() < deadline, "drafts not ready in 60s"
+                        await asyncio.sleep(0.1)
+                await edit_round_trips(
+                    client, handles, min(10, args.edits), 10_000, args.operator_priority
+                )  # warm-up
+                result["idle"] = figures(
+                    "idle",
+                    await edit_round_trips(client, handles, args.edits, 0, args.operator_priority),
+                )
 
-                        close_began = time.monotonic()
-                        closer = asyncio.create_task(start_close(client, closing, task_queue))
-                        await asyncio.sleep(0.5)  # let the launch get going
-                        timings = await edit_round_trips(
-                            client, handles, args.edits, args.edits, args.operator_priority
-                        )
-                        closed_during = len(finish.ended)
-                        await closer
-                        await asyncio.wait_for(finish.all_done.wait(), timeout=args.timeout)
-                        close_seconds = time.monotonic() - close_began
-                        result["during_close"] = figures(
-                            "during close",
-                            timings,
-                            f" ({closed_during:,} of {args.close:,} periods closed meanwhile; "
-                            f"the close took {close_seconds:.1f}s)",
-                        )
-                        result["during_close"]["closed_meanwhile"] = closed_during
-                        result["during_close"]["close_seconds"] = round(close_seconds, 2)
+                close_began = time.monotonic()
+                closer = asyncio.create_task(start_close(client, closing, task_queue))
+                await asyncio.sleep(0.5)  # let the launch get going
+                timings = await edit_round_trips(
+                    client, handles, args.edits, args.edits, args.operator_priority
+                )
+                closed_during = len(finish.ended)
+                await closer
+                await asyncio.wait_for(finish.all_done.wait(), timeout=args.timeout)
+                close_seconds = time.monotonic() - close_began
+                result["during_close"] = figures(
+                    "during close",
+                    timings,
+                    f" ({closed_during:,} of {args.close:,} periods closed meanwhile; "
+                    f"the close took {close_seconds:.1f}s)",
+                )
+                result["during_close"]["closed_meanwhile"] = closed_during
+                result["during_close"]["close_seconds"] = round(close_seconds, 2)
         finally:
             await sink.stop()
             engine.dispose()
@@ -221,6 +248,11 @@ def main() -> None:
     parser.add_argument("--close", type=int, default=1000, help="periods closed meanwhile")
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the worker in the bench process, beside the editing client and the sink",
+    )
+    parser.add_argument(
         "--no-operator-priority",
         dest="operator_priority",
         action="store_false",
@@ -230,7 +262,7 @@ def main() -> None:
         "--workflow-task-slots",
         type=int,
         default=WORKFLOW_TASK_SLOTS,
-        help=f"the worker's max concurrent workflow tasks (default {WORKFLOW_TASK_SLOTS})",
+        help=f"--in-process worker's max concurrent workflow tasks (default {WORKFLOW_TASK_SLOTS})",
     )
     args = parser.parse_args()
     stop_cleanly_on_sigterm()
