@@ -68,7 +68,6 @@ async def kill_and_restart(
         "webhooks_at_kill": webhooks_at_kill,
         "restarted_pid": ready["pid"],
         "polling_again_after_seconds": round(restarted_in, 2),
-        "killed_at_monotonic": killed_at,
     }
 
 
