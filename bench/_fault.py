@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -39,49 +40,54 @@ OUTCOME_CONCURRENCY = 100
 
 
 async def kill_and_restart(
-    pool: WorkerPool, slot: int, delivered: Callable[[], int], after: int, pause: float
-) -> dict[str, Any]:
-    """SIGKILL the slot's worker once ``delivered() >= after``; start it ``pause`` s later."""
+    pool: WorkerPool,
+    slot: int,
+    delivered: Callable[[], int],
+    after: int,
+    pause: float,
+    record: dict[str, Any],
+) -> None:
+    """SIGKILL the slot's worker once ``delivered() >= after``; start it ``pause`` s later.
+
+    Fills ``record`` as it goes: ``webhooks_at_kill`` once the process is killed.
+    """
+    record |= {"slot": slot, "webhooks_at_kill": None}
     while delivered() < after:
         await asyncio.sleep(0.02)
     process = pool.processes[slot]
     assert process is not None
-    killed_pid = process.pid
-    webhooks_at_kill = delivered()
+    record |= {"killed_pid": process.pid, "webhooks_at_kill": delivered()}
     killed_at = time.monotonic()
     await pool.kill(slot)
     print(
-        f"  SIGKILL worker process {slot} (pid {killed_pid}) after {webhooks_at_kill} webhooks",
+        f"  SIGKILL worker process {slot} (pid {record['killed_pid']}) after "
+        f"{record['webhooks_at_kill']} webhooks",
         flush=True,
     )
     await asyncio.sleep(pause)
     ready = await pool.start(slot)
     restarted_in = time.monotonic() - killed_at
+    record |= {"restarted_pid": ready["pid"], "polling_again_after_seconds": round(restarted_in, 2)}
     print(
         f"  worker process {slot} polling again (pid {ready['pid']}) "
         f"{restarted_in:.1f}s after the kill",
         flush=True,
     )
-    return {
-        "slot": slot,
-        "killed_pid": killed_pid,
-        "webhooks_at_kill": webhooks_at_kill,
-        "restarted_pid": ready["pid"],
-        "polling_again_after_seconds": round(restarted_in, 2),
-    }
 
 
 async def after_the_kill(
-    client: Client, killer: asyncio.Task[dict[str, Any]], workflow_ids: list[str], timeout: float
+    client: Client,
+    killer: asyncio.Task[None],
+    kill: dict[str, Any],
+    workflow_ids: list[str],
+    timeout: float,
 ) -> dict[str, Any]:
     """Once the close's webhooks arrived: the kill's record (``webhooks_at_kill`` None when
     the close ended first), how every period's workflow ended, and the work done again."""
-    if not killer.done():
-        killer.cancel()
-    try:
-        kill = await killer
-    except asyncio.CancelledError:
-        kill = {"webhooks_at_kill": None}
+    if kill.get("webhooks_at_kill") is None:
+        killer.cancel()  # the close ended before the kill
+    with contextlib.suppress(asyncio.CancelledError):
+        await killer  # a restart under way finishes first
     outcomes = await bounded_gather(
         [period_outcome(client, workflow_id, timeout) for workflow_id in workflow_ids],
         OUTCOME_CONCURRENCY,

@@ -252,7 +252,7 @@ async def run_close(
             await stack.enter_async_context(worker)
             cpu = CpuMeter()
         began = time.monotonic()
-        killer = None
+        killer, kill = None, dict[str, Any]()
         if kill_worker_after is not None:
             killer = asyncio.create_task(
                 kill_and_restart(
@@ -261,6 +261,7 @@ async def run_close(
                     lambda: len(sink_finish.ended),
                     kill_worker_after,
                     restart_pause,
+                    kill,
                 )
             )
         await bounded_gather([start(s) for s in subscriptions], START_CONCURRENCY)
@@ -269,7 +270,7 @@ async def run_close(
         result = summarise("close", started, sink_finish, began, launched, cpu)
         if killer is not None:
             ids = [period_workflow_id(s, JANUARY[0]) for s in subscriptions]
-            result["fault"] = await after_the_kill(client, killer, ids, timeout)
+            result["fault"] = await after_the_kill(client, killer, kill, ids, timeout)
     with engine.connect() as connection:
         rows = connection.execute(
             text(
