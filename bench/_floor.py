@@ -1,12 +1,15 @@
-"""The orchestration floor: a do-nothing period with the same shape as a billing period.
+"""The orchestration floor: a do-nothing period with the history shape of a lean period.
 
-Started with the same usage signal and its search attributes, it runs the same activities
-as a period of the lean shape (record usage, draft invoice, finalize, deliver webhook), one
-timer (the grace period) and the same two search-attribute upserts (draft, finalized), but
-every activity returns at once: what remains is the cost of Temporal itself (server, SDK,
-serialisation).
+Started like a billing period (signal-with-start carrying the usage, the search
+attributes given at start), it records the same events: the SDK's patch marker and its
+``TemporalChangeVersion`` upsert, the activities ``record_usage`` (once per usage batch),
+``draft_invoice``, the grace timer, ``finalize_invoice`` and ``deliver_webhook``, and the
+same two search-attribute upserts (status draft, status finalized). Every activity returns
+at once: what remains is the cost of Temporal itself (server, SDK, serialisation).
+``bench/_shape.py`` prints both histories side by side; ``tests/workflows/test_period_shape.py``
+says what the lean shape is.
 
-Like the billing period, it runs all four as regular activities. With
+Like the billing period, it runs its activities as regular ones. With
 ``{"local_store_steps": true}`` the two store steps other than recording usage are local
 activities: the reference for the local-activity experiment in bench/README.md.
 """
@@ -23,24 +26,32 @@ from temporalio import activity, workflow
 with workflow.unsafe.imports_passed_through():
     from workflows.search_attributes import INVOICE_STATUS as STATUS
 
-STEPS_BEFORE_GRACE = ("record_usage", "draft_invoice")
-STEPS_AFTER_GRACE = ("finalize", "deliver_webhook")
+# A patch consulted first thing, as the billing period consults "lean-period-shape".
+FLOOR_PATCH = "floor-shape"
 
 
-@activity.defn(name="floor_noop")
-def floor_noop(payload: dict[str, Any]) -> dict[str, Any]:
-    return {"step": payload.get("step"), "ok": True}
+def _noop(name: str) -> Any:
+    @activity.defn(name=name)
+    def step(payload: dict[str, Any]) -> dict[str, Any]:
+        return {"step": name, "ok": True}
+
+    return step
+
+
+# The billing period's activity names, so that both histories read the same.
+FLOOR_ACTIVITIES = [_noop(name) for name in ("record_usage", "draft_invoice", "finalize_invoice")]
 
 
 def make_done_activity(on_done: Callable[[str, float], None]) -> Any:
-    """The last step: tells the bench when the period is over (like the webhook sink)."""
+    """The last step, ``deliver_webhook``: tells the bench when the period is over (like
+    the webhook receiver does for a billing period)."""
 
-    @activity.defn(name="floor_done")
-    def floor_done(payload: dict[str, Any]) -> dict[str, Any]:
+    @activity.defn(name="deliver_webhook")
+    def deliver_webhook(payload: dict[str, Any]) -> dict[str, Any]:
         on_done(str(payload["id"]), time.monotonic())
         return {"ok": True}
 
-    return floor_done
+    return deliver_webhook
 
 
 @workflow.defn(name="FloorPeriod")
@@ -54,24 +65,21 @@ class FloorPeriod:
 
     @workflow.run
     async def run(self, input: dict[str, Any]) -> int:
+        workflow.patched(FLOOR_PATCH)
         options: dict[str, Any] = {"start_to_close_timeout": timedelta(seconds=60)}
         store_step = (
             workflow.execute_local_activity
             if input.get("local_store_steps", False)
             else workflow.execute_activity
         )
-        for step in STEPS_BEFORE_GRACE:
-            payload: dict[str, Any] = {"step": step}
-            if step == "record_usage":
-                await workflow.wait_condition(lambda: bool(self._usage))
-                payload["usage"] = self._usage
-            step_runner = workflow.execute_activity if step == "record_usage" else store_step
-            await step_runner("floor_noop", payload, **options)
+        await workflow.wait_condition(lambda: bool(self._usage))
+        await workflow.execute_activity("record_usage", {"usage": self._usage}, **options)
+        await store_step("draft_invoice", {}, **options)
         workflow.upsert_search_attributes([STATUS.value_set("draft")])
         await workflow.sleep(timedelta(seconds=input["grace_seconds"]))
-        await store_step("floor_noop", {"step": STEPS_AFTER_GRACE[0]}, **options)
+        await store_step("finalize_invoice", {}, **options)
         workflow.upsert_search_attributes([STATUS.value_set("finalized")])
         await workflow.execute_activity(
-            "floor_done", {"id": workflow.info().workflow_id}, **options
+            "deliver_webhook", {"id": workflow.info().workflow_id}, **options
         )
         return len(self._usage)

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -54,12 +54,14 @@ def bench_parser(doc: str | None, smoke_help: str) -> argparse.ArgumentParser:
     return parser
 
 
-def finish(name: str, result: dict[str, Any], output: Path | None, summary: str) -> NoReturn:
+def finish(
+    name: str, result: dict[str, Any], output: Path | None, summary: str, *, exit_code: int = 0
+) -> NoReturn:
     """Write the result, print the one-line summary, exit without the SDK's exit crash."""
     path = write_result(name, result, output)
     print(f"{name}: {summary} -> {path}")
     sys.stdout.flush()
-    os._exit(0)  # sdk-python issue 300: avoid the interpreter-exit crash after SDK use
+    os._exit(exit_code)  # sdk-python issue 300: avoid the interpreter-exit crash after SDK use
 
 
 def stop_cleanly_on_sigterm() -> None:
@@ -97,13 +99,19 @@ def cpu_seconds(pid: int | None = None) -> float:
 
 def postgres_cpu_seconds() -> float:
     """CPU time of every PostgreSQL process on this machine (server and backends)."""
-    total = 0.0
+    return sum(postgres_cpu_by_pid().values())
+
+
+def postgres_cpu_by_pid() -> dict[tuple[int, int], float]:
+    """CPU time of each PostgreSQL process on this machine, by (pid, start time)."""
+    found: dict[tuple[int, int], float] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with contextlib.suppress(OSError, IndexError, ValueError):
             text = stat.read_text()
             if "(postgres)" in text or "(postmaster)" in text:
-                total += _stat_cpu_seconds(text)
-    return total
+                started = int(text.rsplit(")", 1)[1].split()[19])  # field 22: starttime
+                found[(int(stat.parent.name), started)] = _stat_cpu_seconds(text)
+    return found
 
 
 def _stat_cpu_seconds(stat: str) -> float:
@@ -113,25 +121,110 @@ def _stat_cpu_seconds(stat: str) -> float:
 
 
 class CpuMeter:
-    """CPU seconds used by the bench process, the dev server and PostgreSQL over a phase."""
+    """CPU seconds used by the bench process, the dev server and PostgreSQL over a phase.
 
-    def __init__(self, worker_pids: list[int] | None = None) -> None:
-        self._worker_pids = worker_pids or []
+    Worker processes are counted from ``worker_pids``, or from ``worker_cpu`` when they
+    come and go (:meth:`WorkerPool.cpu_seconds` keeps the CPU of the killed ones).
+    """
+
+    def __init__(
+        self,
+        worker_pids: list[int] | None = None,
+        worker_cpu: Callable[[], float] | None = None,
+    ) -> None:
+        pids = worker_pids or []
+        self._worker_cpu = worker_cpu or (
+            (lambda: sum(cpu_seconds(pid) for pid in pids)) if pids else None
+        )
         self._start = self._read()
+        self._postgres_start = postgres_cpu_by_pid()
 
     def _read(self) -> dict[str, float]:
         readings = {
             "bench_process": cpu_seconds(),
             "dev_server": sum(cpu_seconds(pid) for pid in SERVER_PIDS),
-            "postgres": postgres_cpu_seconds(),
         }
-        if self._worker_pids:
-            readings["worker_processes"] = sum(cpu_seconds(pid) for pid in self._worker_pids)
+        if self._worker_cpu is not None:
+            readings["worker_processes"] = self._worker_cpu()
         return readings
 
     def used(self) -> dict[str, float]:
         now = self._read()
-        return {name: round(now[name] - self._start[name], 1) for name in now}
+        used = {name: round(now[name] - self._start[name], 1) for name in now}
+        # Per backend: one that exits during the phase takes its CPU with it, and a
+        # machine-wide total would then fall (other jobs' backends come and go too). The
+        # backends alive at the end count from the start (or from 0 when new); those
+        # that ended in between are left out, so this is a lower bound.
+        before = self._postgres_start
+        used["postgres"] = round(
+            sum(cpu - before.get(key, 0.0) for key, cpu in postgres_cpu_by_pid().items()), 1
+        )
+        return used
+
+
+class Finish:
+    """Records when each period ended; wakes the waiter when all of them did."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.ended: dict[str, float] = {}
+        self.all_done = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+
+    def mark(self, key: str, at: float) -> None:
+        if key not in self.ended:
+            self.ended[key] = at
+            if len(self.ended) >= self.expected:
+                self._loop.call_soon_threadsafe(self.all_done.set)
+
+    def mark_threadsafe(self, key: str, at: float) -> None:
+        self._loop.call_soon_threadsafe(self.mark, key, at)
+
+
+def summarise(
+    name: str,
+    started: dict[str, float],
+    finish: Finish,
+    began: float,
+    launched: float,
+    cpu: CpuMeter,
+) -> dict[str, Any]:
+    ended = max(finish.ended.values()) if finish.ended else time.monotonic()
+    latencies = [finish.ended[k] - started[k] for k in finish.ended if k in started]
+    seconds = ended - began
+    result = {
+        "periods": finish.expected,
+        "completed": len(finish.ended),
+        "seconds": round(seconds, 2),
+        "launch_seconds": round(launched - began, 2),
+        "invoices_per_second": round(len(finish.ended) / seconds, 1) if seconds else None,
+        "latency_p50_seconds": round(percentile(latencies, 0.5), 3),
+        "latency_p99_seconds": round(percentile(latencies, 0.99), 3),
+        "load_average_after": load_average(),
+        "cpu_seconds": cpu.used(),
+    }
+    print(
+        f"  {name}: {result['completed']:,}/{finish.expected:,} periods in "
+        f"{result['seconds']}s (launch {result['launch_seconds']}s) = "
+        f"{result['invoices_per_second']}/s; latency p50 {result['latency_p50_seconds']}s, "
+        f"p99 {result['latency_p99_seconds']}s; load {result['load_average_after']}; "
+        f"CPU s {result['cpu_seconds']}",
+        flush=True,
+    )
+    return result
+
+
+async def wait_all(finish: Finish, timeout: float, progress: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while not finish.all_done.is_set():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            print(f"  timeout after {timeout:.0f}s: {progress()}", flush=True)
+            return
+        try:
+            await asyncio.wait_for(finish.all_done.wait(), timeout=min(15.0, remaining))
+        except TimeoutError:
+            print(f"  ... {progress()}", flush=True)
 
 
 def rss_kib(pid: int | None = None) -> int:
@@ -290,6 +383,84 @@ async def _connect(address: str, process: subprocess.Popen[bytes]) -> Client:
             await asyncio.sleep(0.3)
 
 
+class WorkerPool:
+    """``bench/_worker.py`` processes (``worker.build_worker``), one per slot, as
+    ``billing worker --processes N`` runs them; a slot's process can be SIGKILLed and
+    started again (the close's fault mode)."""
+
+    def __init__(
+        self, client: Client, url: str, task_queue: str, options: Sequence[Sequence[str]]
+    ) -> None:
+        self._command = [
+            sys.executable,
+            str(Path(__file__).with_name("_worker.py")),
+            client.service_client.config.target_host,
+            url,
+            task_queue,
+        ]
+        self._options = [list(extra) for extra in options]
+        self.processes: list[asyncio.subprocess.Process | None] = [None] * len(options)
+        self.ready: list[dict[str, Any]] = [{} for _ in options]
+        self._cpu_of_killed = 0.0
+
+    async def start(self, slot: int) -> dict[str, Any]:
+        """Start the slot's process; returns what it printed once polling (``pid``...)."""
+        process = await asyncio.create_subprocess_exec(
+            *self._command, *self._options[slot], stdout=asyncio.subprocess.PIPE
+        )
+        self.processes[slot] = process
+        assert process.stdout is not None
+        line = await process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker process {slot} exited ({await process.wait()})")
+        self.ready[slot] = json.loads(line)
+        return self.ready[slot]
+
+    async def kill(self, slot: int) -> None:
+        """SIGKILL the slot's process (no shutdown: in-flight tasks are simply lost)."""
+        process = self.processes[slot]
+        assert process is not None and process.returncode is None, f"slot {slot} not running"
+        with contextlib.suppress(OSError):
+            self._cpu_of_killed += cpu_seconds(process.pid)
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+        self.processes[slot] = None
+
+    def cpu_seconds(self) -> float:
+        """CPU of every process the pool started, the killed ones up to their kill."""
+        alive = 0.0
+        for process in self.processes:
+            if process is not None and process.returncode is None:
+                with contextlib.suppress(OSError):
+                    alive += cpu_seconds(process.pid)
+        return self._cpu_of_killed + alive
+
+    async def stop(self) -> None:
+        """SIGTERM (a clean worker shutdown), SIGKILL after ``WORKER_STOP_TIMEOUT``."""
+        running = [p for p in self.processes if p is not None and p.returncode is None]
+        for process in running:
+            process.terminate()
+        for process in running:
+            try:
+                await asyncio.wait_for(process.wait(), WORKER_STOP_TIMEOUT)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+@contextlib.asynccontextmanager
+async def worker_pool(
+    client: Client, url: str, task_queue: str, options: Sequence[Sequence[str]]
+) -> AsyncIterator[WorkerPool]:
+    """A :class:`WorkerPool` with every slot started; stopped on exit."""
+    pool = WorkerPool(client, url, task_queue, options)
+    try:
+        await asyncio.gather(*(pool.start(slot) for slot in range(len(options))))
+        yield pool
+    finally:
+        await pool.stop()
+
+
 @contextlib.asynccontextmanager
 async def spawn_workers(
     client: Client, url: str, task_queue: str, options: Sequence[Sequence[str]]
@@ -300,36 +471,8 @@ async def spawn_workers(
     Yields what each printed when it started polling (``pid``, cache size...); stops them
     with SIGTERM on exit.
     """
-    script = str(Path(__file__).with_name("_worker.py"))
-    address = client.service_client.config.target_host
-    processes = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            script,
-            address,
-            url,
-            task_queue,
-            *extra,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        for extra in options
-    ]
-    try:
-        ready = []
-        for process in processes:
-            assert process.stdout is not None
-            ready.append(json.loads(await process.stdout.readline()))
-        yield ready
-    finally:
-        for process in processes:
-            if process.returncode is None:
-                process.terminate()
-        for process in processes:
-            try:
-                await asyncio.wait_for(process.wait(), WORKER_STOP_TIMEOUT)
-            except TimeoutError:
-                process.kill()
-                await process.wait()
+    async with worker_pool(client, url, task_queue, options) as pool:
+        yield pool.ready
 
 
 async def bounded_gather(coros: list[Any], limit: int) -> list[Any]:

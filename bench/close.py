@@ -1,22 +1,37 @@
-"""Benchmark: month-end close of N billing periods, against two references.
+"""Benchmark: month-end close of N billing periods, against its references.
 
 Against an embedded dev server (in-memory, headless, free ports) and a fresh PostgreSQL
-schema, with one in-process worker (``worker.build_worker``) and a local WebhookSink:
+schema, with one in-process worker (``worker.build_worker``) or ``--worker-processes N``:
 
-1. **floor**: N do-nothing ``FloorPeriod`` workflows (bench/_floor.py) with the same usage
-   signal and search attributes, the same activities (4 regular), search-attribute
-   upserts and grace timer; ``--local-floor`` adds the same floor with 2 of its store
-   steps as local activities (an experiment);
+1. **floor**: N do-nothing ``FloorPeriod`` workflows (bench/_floor.py) with the history
+   shape of a lean period: signal-with-start carrying the usage, search attributes at
+   start, a patch marker, ``record_usage``, ``draft_invoice``, the grace timer,
+   ``finalize_invoice``, ``deliver_webhook`` and two search-attribute upserts;
+   ``--local-floor`` adds it with its two store steps as local activities (an experiment);
 2. **close**: N ``BillingPeriodWorkflow`` s (January, already over) started at once, each
    with a few usage events (signal-with-start), through draft, a short grace period,
-   finalization and the ``invoice.created`` webhook received by the sink (a process of its
-   own, bench/_sink.py);
-3. **plain SQL**: the same database writes without Temporal (March periods):
-   ``record_usage``, ``create_draft``, ``finalize_invoice``, ``record_attempt``, on as many
-   threads as the worker has activity slots.
+   finalization and the ``invoice.created`` webhook received by the receiver (a process of
+   its own, bench/_sink.py);
+3. **plain SQL**: the close's store steps without Temporal (March periods), on as many
+   threads as the worker has activity slots (bench/_references.py).
+
+Ratios: close/floor, close/plain SQL and close/(floor + plain SQL), where **floor + plain
+SQL** is what a close with no overhead of its own would cost: the floor's seconds plus the
+plain-SQL seconds for the same periods (and the sum of both phases' CPU for the CPU ratio);
+bench/_references.py defines each.
+
+**Fault mode** (``--kill-worker-after N``, with ``--worker-processes``): the last worker
+process is SIGKILLed once N webhooks have arrived and started again ``--restart-pause``
+seconds later. At the end the run checks from the database and the receiver that every
+invoice was finalized exactly once with gapless numbers and that its webhook arrived, one
+webhook id per invoice, one copy after the receiver's dedupe (redeliveries of the same id
+are counted: bench/_fault.py). It writes the figures and any problem into ``fault`` and
+exits 1 when a check failed.
 
     .venv/bin/python bench/close.py                  # 10,000 periods
     .venv/bin/python bench/close.py --periods 1000
+    .venv/bin/python bench/close.py --periods 1000 --worker-processes 2 --kill-worker-after 300 \
+        --skip-plain-sql --skip-floor
     .venv/bin/python bench/close.py --smoke          # 20 periods, a few seconds
 
 Prints invoices/s, p50/p99 period latency (start sent -> webhook received) and the ratios,
@@ -28,9 +43,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import sys
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,21 +53,24 @@ from typing import Any
 
 import httpx
 import sqlalchemy
-from _floor import FloorPeriod, floor_noop, make_done_activity
+from _fault import after_the_kill, check_fault, kill_and_restart, read_ledger
+from _floor import FLOOR_ACTIVITIES, FloorPeriod, make_done_activity
+from _references import ratios, run_plain_sql
 from _stack import (
     SECRET,
     CpuMeter,
+    Finish,
     bench_parser,
     bounded_gather,
     dev_server,
     finish,
     fresh_schema,
-    load_average,
     load_bench_catalog,
     machine,
-    percentile,
-    spawn_workers,
     stop_cleanly_on_sigterm,
+    summarise,
+    wait_all,
+    worker_pool,
 )
 from sqlalchemy import text
 from temporalio.client import Client
@@ -60,9 +78,6 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
 from billing.models import UsageEvent
-from services import invoices as store_invoices
-from services import usage as store_usage
-from services import webhooks as store_webhooks
 from starter.periods import period_workflow_id
 from worker import (
     ACTIVITY_THREADS,
@@ -107,76 +122,17 @@ def usage_events(subscription: str, period_start: datetime, count: int) -> list[
     return events
 
 
-class Finish:
-    """Records when each period ended; wakes the waiter when all of them did."""
-
-    def __init__(self, expected: int) -> None:
-        self.expected = expected
-        self.ended: dict[str, float] = {}
-        self.all_done = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
-
-    def mark(self, key: str, at: float) -> None:
-        if key not in self.ended:
-            self.ended[key] = at
-            if len(self.ended) >= self.expected:
-                self._loop.call_soon_threadsafe(self.all_done.set)
-
-    def mark_threadsafe(self, key: str, at: float) -> None:
-        self._loop.call_soon_threadsafe(self.mark, key, at)
-
-
-def summarise(
-    name: str,
-    started: dict[str, float],
-    finish: Finish,
-    began: float,
-    launched: float,
-    cpu: CpuMeter,
-) -> dict[str, Any]:
-    ended = max(finish.ended.values()) if finish.ended else time.monotonic()
-    latencies = [finish.ended[k] - started[k] for k in finish.ended if k in started]
-    seconds = ended - began
-    result = {
-        "periods": finish.expected,
-        "completed": len(finish.ended),
-        "seconds": round(seconds, 2),
-        "launch_seconds": round(launched - began, 2),
-        "invoices_per_second": round(len(finish.ended) / seconds, 1) if seconds else None,
-        "latency_p50_seconds": round(percentile(latencies, 0.5), 3),
-        "latency_p99_seconds": round(percentile(latencies, 0.99), 3),
-        "load_average_after": load_average(),
-        "cpu_seconds": cpu.used(),
-    }
-    print(
-        f"  {name}: {result['completed']:,}/{finish.expected:,} periods in "
-        f"{result['seconds']}s (launch {result['launch_seconds']}s) = "
-        f"{result['invoices_per_second']}/s; latency p50 {result['latency_p50_seconds']}s, "
-        f"p99 {result['latency_p99_seconds']}s; load {result['load_average_after']}; "
-        f"CPU s {result['cpu_seconds']}",
-        flush=True,
-    )
-    return result
-
-
-async def read_sink(stdout: asyncio.StreamReader, finish: Finish) -> None:
-    """Marks each period whose ``invoice.created`` webhook the receiver process accepted."""
+async def read_sink(
+    stdout: asyncio.StreamReader, finish: Finish, received: list[dict[str, Any]]
+) -> None:
+    """Keeps every request the receiver process reports (bench/_sink.py) and marks each
+    period whose ``invoice.created`` webhook it accepted (the first copy)."""
     while line := await stdout.readline():
-        subscription, at = line.decode().split()
-        finish.mark(subscription, float(at))
-
-
-async def wait_all(finish: Finish, timeout: float, progress: Callable[[], str]) -> None:
-    deadline = time.monotonic() + timeout
-    while not finish.all_done.is_set():
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            print(f"  timeout after {timeout:.0f}s: {progress()}", flush=True)
-            return
-        try:
-            await asyncio.wait_for(finish.all_done.wait(), timeout=min(15.0, remaining))
-        except TimeoutError:
-            print(f"  ... {progress()}", flush=True)
+        request = json.loads(line)
+        received.append(request)
+        first_copy = request["accepted"] and not request["duplicate"]
+        if request["type"] == "invoice.created" and first_copy:
+            finish.mark(request["subscription"], request["at"])
 
 
 async def run_floor(
@@ -197,7 +153,7 @@ async def run_floor(
         client,
         task_queue=task_queue,
         workflows=[FloorPeriod],
-        activities=[floor_noop, make_done_activity(finish.mark_threadsafe)],
+        activities=[*FLOOR_ACTIVITIES, make_done_activity(finish.mark_threadsafe)],
         activity_executor=executor,
         max_concurrent_activities=ACTIVITY_THREADS,
     )
@@ -246,6 +202,8 @@ async def run_close(
     *,
     url: str,
     worker_processes: int = 0,
+    kill_worker_after: int | None = None,
+    restart_pause: float = 1.0,
 ) -> dict[str, Any]:
     task_queue = "bench-close"
     started: dict[str, float] = {}
@@ -277,28 +235,42 @@ async def run_close(
         if worker_processes:
             # Worker processes of their own (bench/_worker.py = worker.build_worker), as
             # `billing worker --processes N` runs them; this process only starts periods.
-            ready = await stack.enter_async_context(
-                spawn_workers(
+            pool = await stack.enter_async_context(
+                worker_pool(
                     client,
                     url,
                     task_queue,
                     [["--metrics-port", str(METRICS_PORT + i)] for i in range(worker_processes)],
                 )
             )
-            pids = [worker["pid"] for worker in ready]
+            cpu = CpuMeter(worker_cpu=pool.cpu_seconds)
         else:
-            pids = []
             http = await stack.enter_async_context(
                 httpx.AsyncClient(limits=httpx.Limits(max_connections=32))
             )
             worker = build_worker(client, engine, http, task_queue=task_queue, executor=executor)
             await stack.enter_async_context(worker)
-        cpu = CpuMeter(worker_pids=pids)
+            cpu = CpuMeter()
         began = time.monotonic()
+        killer, kill = None, dict[str, Any]()
+        if kill_worker_after is not None:
+            killer = asyncio.create_task(
+                kill_and_restart(
+                    pool,
+                    worker_processes - 1,
+                    lambda: len(sink_finish.ended),
+                    kill_worker_after,
+                    restart_pause,
+                    kill,
+                )
+            )
         await bounded_gather([start(s) for s in subscriptions], START_CONCURRENCY)
         launched = time.monotonic()
         await wait_all(sink_finish, timeout, lambda: f"{len(sink_finish.ended):,} webhooks")
         result = summarise("close", started, sink_finish, began, launched, cpu)
+        if killer is not None:
+            ids = [period_workflow_id(s, JANUARY[0]) for s in subscriptions]
+            result["fault"] = await after_the_kill(client, killer, kill, ids, timeout)
     with engine.connect() as connection:
         rows = connection.execute(
             text(
@@ -309,53 +281,6 @@ async def run_close(
     result["invoices_by_status"] = {status: count for status, count in rows}
     result["worker_processes"] = worker_processes or "in the bench process"
     result["worker_max_concurrent_activities"] = ACTIVITY_THREADS
-    return result
-
-
-def run_plain_sql(
-    engine: sqlalchemy.Engine, subscriptions: list[str], events: int, threads: int
-) -> dict[str, Any]:
-    timings: list[float] = []
-
-    def one(subscription: str) -> None:
-        t0 = time.monotonic()
-        batch = usage_events(subscription, MARCH[0], events)
-        store_usage.record_usage(engine, subscription, MARCH[0], MARCH[1], batch)
-        draft = store_invoices.create_draft(engine, subscription, MARCH[0], MARCH[1])
-        outcome = store_invoices.finalize_invoice(engine, draft.id, datetime.now(UTC))
-        for delivery_id in outcome.delivery_ids:
-            store_webhooks.record_attempt(
-                engine,
-                delivery_id,
-                http_status=200,
-                error=None,
-                succeeded=True,
-                final=True,
-                at=datetime.now(UTC),
-            )
-        timings.append(time.monotonic() - t0)
-
-    cpu = CpuMeter()
-    began = time.monotonic()
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        list(pool.map(one, subscriptions))
-    seconds = time.monotonic() - began
-    result = {
-        "periods": len(subscriptions),
-        "threads": threads,
-        "seconds": round(seconds, 2),
-        "invoices_per_second": round(len(subscriptions) / seconds, 1),
-        "latency_p50_seconds": round(percentile(timings, 0.5), 4),
-        "latency_p99_seconds": round(percentile(timings, 0.99), 4),
-        "load_average_after": load_average(),
-        "cpu_seconds": cpu.used(),
-    }
-    print(
-        f"  plain SQL: {len(subscriptions):,} periods in {result['seconds']}s = "
-        f"{result['invoices_per_second']}/s on {threads} threads; load {result['load_average_after']}; "
-        f"CPU s {result['cpu_seconds']}",
-        flush=True,
-    )
     return result
 
 
@@ -387,11 +312,13 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             sys.executable,
             str(Path(__file__).with_name("_sink.py")),
             SECRET,
+            "--every-request",
             stdout=asyncio.subprocess.PIPE,
         )
         assert sink.stdout is not None
         sink_port = int((await sink.stdout.readline()).split()[1])
-        reader = asyncio.create_task(read_sink(sink.stdout, loop_finish))
+        received: list[dict[str, Any]] = []
+        reader = asyncio.create_task(read_sink(sink.stdout, loop_finish, received))
         t0 = time.monotonic()
         engine = load_bench_catalog(url, subscriptions, f"http://127.0.0.1:{sink_port}/")
         print(
@@ -426,23 +353,36 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                         args.timeout,
                         url=url,
                         worker_processes=args.worker_processes,
+                        kill_worker_after=args.kill_worker_after,
+                        restart_pause=args.restart_pause,
                     )
+            if "fault" in result["close"]:
+                # Read before the plain-SQL phase numbers invoices of its own.
+                result["fault"] = check_fault(
+                    result["close"].pop("fault"),
+                    subscriptions,
+                    read_ledger(engine, JANUARY[0]),
+                    received,
+                )
             if not args.skip_plain_sql:
                 result["plain_sql"] = await asyncio.to_thread(
-                    run_plain_sql, engine, subscriptions, args.events, ACTIVITY_THREADS
+                    run_plain_sql,
+                    engine,
+                    subscriptions,
+                    lambda subscription: usage_events(subscription, MARCH[0], args.events),
+                    MARCH,
+                    ACTIVITY_THREADS,
                 )
         finally:
             sink.terminate()
             await sink.wait()
             reader.cancel()
             engine.dispose()
-    ours = result["close"]["invoices_per_second"]
-    if "floor" in result:
-        result["ratio_to_floor"] = round(ours / result["floor"]["invoices_per_second"], 3)
-    if "plain_sql" in result:
-        result["ratio_to_plain_sql"] = round(ours / result["plain_sql"]["invoices_per_second"], 3)
+    result.update(ratios(result))
     if args.periods < 10_000:
-        result["extrapolated_10000_seconds"] = round(10_000 / ours, 1)
+        result["extrapolated_10000_seconds"] = round(
+            10_000 / result["close"]["invoices_per_second"], 1
+        )
     return result
 
 
@@ -461,26 +401,55 @@ def main() -> None:
         help="run the close on N worker processes (default: one worker in the bench process)",
     )
     parser.add_argument(
+        "--kill-worker-after",
+        type=int,
+        default=None,
+        metavar="N",
+        help="fault mode: SIGKILL the last worker process once N webhooks arrived, restart it, "
+        "then check every invoice finalized and delivered exactly once (exit 1 if not)",
+    )
+    parser.add_argument(
+        "--restart-pause",
+        type=float,
+        default=1.0,
+        help="seconds between the kill and the restart (fault mode)",
+    )
+    parser.add_argument(
         "--local-floor",
         action="store_true",
         help="also run the floor with two store steps as local activities (experiment)",
     )
     args = parser.parse_args()
-    stop_cleanly_on_sigterm()
     if args.smoke:
         args.periods, args.grace, args.timeout = 20, 1, 60
+    if args.kill_worker_after is not None and not args.worker_processes:
+        parser.error("--kill-worker-after needs --worker-processes N (N >= 1)")
+    if args.kill_worker_after is not None and not 0 < args.kill_worker_after < args.periods:
+        parser.error("--kill-worker-after must be between 1 and --periods - 1")
+    stop_cleanly_on_sigterm()
     result = asyncio.run(bench(args))
     summary = f"{result['close']['invoices_per_second']} invoices/s"
     if "ratio_to_floor" in result:
         summary += f", {result['ratio_to_floor']}x the orchestration floor"
     if "ratio_to_plain_sql" in result:
         summary += f", {result['ratio_to_plain_sql']}x plain SQL"
+    if "ratio_to_floor_plus_plain_sql" in result:
+        summary += (
+            f", {result['ratio_to_floor_plus_plain_sql']}x floor + plain SQL "
+            f"(CPU {result['cpu_ratio_to_floor_plus_plain_sql']}x)"
+        )
+    problems = result.get("fault", {}).get("problems", [])
+    if "fault" in result:
+        summary += (
+            f"; worker killed, exactly once: {'FAILED' if problems else 'yes'} "
+            f"({result['fault']['redeliveries']} redeliveries)"
+        )
     if "extrapolated_10000_seconds" in result:
         summary += (
             f"; EXTRAPOLATED (linear, not measured): 10,000 periods in "
             f"~{result['extrapolated_10000_seconds']}s"
         )
-    finish("close", result, args.output, summary)
+    finish("close", result, args.output, summary, exit_code=1 if problems else 0)
 
 
 if __name__ == "__main__":
