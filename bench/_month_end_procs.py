@@ -1,0 +1,146 @@
+"""The processes of bench/month_end.py: one ``billing`` command at a time with the CPU it
+used, and ``billing worker --processes N`` until it polls.
+
+Every process gets the checkout's ``billing`` executable and the bench's environment
+(``TEMPORAL_ADDRESS``, ``BILLING_DATABASE_URL``...); its output goes to files in the run's
+scratch folder, so that a chatty process never blocks on a full pipe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from _stack import WORKER_STOP_TIMEOUT, _stat_cpu_seconds
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+
+WORKER_START_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Completed:
+    exit_code: int
+    stdout: str
+    stderr: str
+    cpu_seconds: float  # user + system of the process and its threads (wait4)
+
+
+async def cli(
+    billing: Path, arguments: list[str], env: dict[str, str], scratch: Path, *, check: bool = True
+) -> Completed:
+    """Run ``billing ARGUMENTS`` to its end; ``check``: a non-zero exit code raises (the
+    timed commands are not checked here: the bench reports what they refused)."""
+    name = "-".join(a for a in arguments[:2] if not a.startswith("-"))
+    out, err = scratch / f"{name}.out", scratch / f"{name}.err"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        process = subprocess.Popen(
+            [str(billing), *arguments], stdout=stdout, stderr=stderr, env=env, cwd=scratch
+        )
+        try:
+            # wait4, not Popen.wait: it also returns the CPU the process used.
+            _, status, usage = await asyncio.to_thread(os.wait4, process.pid, 0)
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+    process.returncode = os.waitstatus_to_exitcode(status)
+    completed = Completed(
+        exit_code=process.returncode,
+        stdout=out.read_text(),
+        stderr=err.read_text(),
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
+    )
+    if check and completed.exit_code != 0:
+        raise RuntimeError(
+            f"billing {' '.join(arguments)} exited {completed.exit_code}: {completed.stderr[-2000:]}"
+        )
+    return completed
+
+
+def _process_tree(root: int) -> dict[int, str]:
+    """``/proc/<pid>/stat`` of a process and of every descendant still running."""
+    stats: dict[int, str] = {}
+    children: dict[int, list[int]] = {}
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            line = path.read_text()
+            pid = int(path.parent.name)
+            stats[pid] = line
+            parent = int(line.rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(pid)
+    tree, pending = {}, [root]
+    while pending:
+        pid = pending.pop()
+        if pid in stats:
+            tree[pid] = stats[pid]
+        pending.extend(children.get(pid, []))
+    return tree
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds of a process and its running descendants (``billing worker
+    --processes N`` runs its workers as child processes)."""
+    return sum(_stat_cpu_seconds(stat) for stat in _process_tree(root).values())
+
+
+async def _pollers(client: Client, kind: TaskQueueType.ValueType, task_queue: str) -> int:
+    response = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=kind,
+        )
+    )
+    return len({poller.identity for poller in response.pollers})
+
+
+@contextlib.asynccontextmanager
+async def start_workers(
+    billing: Path, processes: int, env: dict[str, str], scratch: Path, client: Client
+) -> AsyncIterator[int]:
+    """``billing worker --processes N`` until N processes poll for workflow and activity
+    tasks; yields its pid; SIGTERM (which it forwards to its workers) on exit."""
+    task_queue = env["BILLING_TASK_QUEUE"]
+    with (scratch / "worker.log").open("wb") as log:
+        process = subprocess.Popen(
+            [str(billing), "worker", "--processes", str(processes)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=scratch,
+        )
+    try:
+        deadline = time.monotonic() + WORKER_START_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                tail = (scratch / "worker.log").read_text()[-2000:]
+                raise RuntimeError(f"billing worker exited ({process.returncode}): {tail}")
+            workflow = await _pollers(client, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, task_queue)
+            activity = await _pollers(client, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY, task_queue)
+            if workflow >= processes and activity >= processes:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{workflow} of {processes} workers polling after 60 s")
+            await asyncio.sleep(0.5)
+        yield process.pid
+    finally:
+        tree = list(_process_tree(process.pid))
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(process.wait, WORKER_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                for pid in tree:  # the worker processes too, by the pids it started
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                process.wait()
