@@ -93,6 +93,32 @@ def tree_cpu_seconds(root: int) -> float:
     return sum(_stat_cpu_seconds(stat) for stat in _process_tree(root).values())
 
 
+def postgres_cpu_seconds() -> float:
+    """CPU seconds of PostgreSQL: its running processes plus the backends that have exited
+    (the postmaster's reaped children, fields 16-17 of its stat). _stack's reading counts
+    only running processes, so the connections of a CLI process that has ended vanish
+    from it. Every database on the server counts: other jobs' queries too."""
+    total = 0.0
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            line = path.read_text()
+            if "(postgres)" not in line and "(postmaster)" not in line:
+                continue
+            total += _stat_cpu_seconds(line)
+            fields = line.rsplit(")", 1)[1].split()
+            if fields[1] == "1" or not _is_postgres(int(fields[1])):  # the postmaster
+                total += (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _is_postgres(pid: int) -> bool:
+    try:
+        line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return "(postgres)" in line or "(postmaster)" in line
+
+
 async def _pollers(client: Client, kind: TaskQueueType.ValueType, task_queue: str) -> int:
     response = await client.workflow_service.describe_task_queue(
         DescribeTaskQueueRequest(

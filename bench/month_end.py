@@ -20,7 +20,7 @@ to (update-with-start) and they go on to draft and finalize at once; ``start-all
 starts the periods without usage and reports the others already running or finalized
 (the one start path, docs/architecture.md section 3).
 
-    .venv/bin/python bench/month_end.py                              # 1,000 subscriptions
+    .venv/bin/python bench/month_end.py                              # 500 subscriptions
     .venv/bin/python bench/month_end.py --checkout /work/baseline    # the same, older checkout
     .venv/bin/python bench/month_end.py --smoke                      # 20 subscriptions
 
@@ -50,7 +50,7 @@ from typing import Any
 from urllib.parse import quote
 
 import sqlalchemy
-from _month_end_procs import cli, start_workers, tree_cpu_seconds
+from _month_end_procs import cli, postgres_cpu_seconds, start_workers, tree_cpu_seconds
 from _stack import (
     SECRET,
     SERVER_PIDS,
@@ -61,7 +61,7 @@ from _stack import (
     finish,
     load_average,
     machine,
-    postgres_cpu_seconds,
+    percentile,
     stop_cleanly_on_sigterm,
     write_result,
 )
@@ -327,6 +327,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 ended = max(state.first.values()) if state.all_done.is_set() else time.monotonic()
                 cpu = meter.used()
             listed = await cli(billing, ["invoice", "list", "--json"], env, work)
+            deliveries = await cli(billing, ["webhook", "list", "--json"], env, work)
+            worker_log = (work / "worker.log").read_text(errors="replace")
     report = json.loads(sent.stdout)
     outcomes = Counter(o["status"] for o in json.loads(launched.stdout)["outcomes"])
     seconds = ended - began
@@ -355,7 +357,42 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "load_average_after": load_average(),
     }
     result["check"] = check(json.loads(listed.stdout), expected, state)
+    result["diagnostics"] = diagnose(state, began, json.loads(deliveries.stdout), worker_log)
     return result
+
+
+def diagnose(
+    state: Receiver, began: float, deliveries: list[dict[str, Any]], worker_log: str
+) -> dict[str, Any]:
+    """Where a slow tail comes from: when the webhooks arrived, which deliveries needed more
+    than one attempt, and what the workers logged above INFO."""
+    arrivals = sorted((at - began, subscription) for subscription, at in state.first.items())
+    retried = [d for d in deliveries if d["attempts"] > 1]
+    complaints = [
+        line
+        for line in worker_log.splitlines()
+        if any(word in line for word in ("WARNING", "ERROR", "Traceback", "Exception"))
+    ]
+    return {
+        "webhook_arrival_seconds": {
+            label: round(percentile([a for a, _ in arrivals], fraction), 2)
+            for label, fraction in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
+        },
+        "last_webhooks": [{"subscription": s, "seconds": round(a, 2)} for a, s in arrivals[-3:]],
+        "deliveries_by_status": dict(Counter(d["status"] for d in deliveries)),
+        "deliveries_with_retries": [
+            {
+                "invoice_id": d["invoice_id"],
+                "attempts": d["attempts"],
+                "last_http_status": d["last_http_status"],
+                "last_error": d["last_error"],
+            }
+            for d in retried[:5]
+        ],
+        "deliveries_with_retries_count": len(retried),
+        "worker_log_warnings": len(complaints),
+        "worker_log_warning_examples": sorted(set(line[:300] for line in complaints))[:5],
+    }
 
 
 def failures(result: dict[str, Any]) -> list[str]:
@@ -377,7 +414,7 @@ def failures(result: dict[str, Any]) -> list[str]:
 
 def main() -> None:
     parser = bench_parser(__doc__, "20 subscriptions, 1 worker process")
-    parser.add_argument("--subscriptions", type=int, default=1_000)
+    parser.add_argument("--subscriptions", type=int, default=500)
     parser.add_argument(
         "--worker-processes", type=int, default=2, help="billing worker --processes N"
     )
