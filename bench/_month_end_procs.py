@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -17,9 +18,10 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from _stack import WORKER_STOP_TIMEOUT, _stat_cpu_seconds
-from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.enums.v1 import EventType, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
@@ -170,3 +172,46 @@ async def start_workers(
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
                 process.wait()
+
+
+async def history_gaps(client: Client, workflow_id: str, min_gap: float = 2.0) -> dict[str, Any]:
+    """Where a period's time went, from its history: its length, the gaps over ``min_gap``
+    seconds between two events (with the activity they wait on), activity attempts past the
+    first and timeouts."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    events = list(history.events)
+    scheduled: dict[int, str] = {}
+    gaps: list[dict[str, Any]] = []
+    retries: list[str] = []
+    timeouts: list[str] = []
+    for previous, event in itertools.pairwise(events):
+        name = EventType.Name(event.event_type).removeprefix("EVENT_TYPE_")
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            activity = event.activity_task_scheduled_event_attributes.activity_type.name
+            scheduled[event.event_id] = activity
+        if event.HasField("activity_task_started_event_attributes"):
+            started = event.activity_task_started_event_attributes
+            scheduled[event.event_id] = scheduled.get(started.scheduled_event_id, "?")
+            if started.attempt > 1:
+                retries.append(f"{scheduled[event.event_id]} attempt {started.attempt}")
+        if "TIMED_OUT" in name:
+            timeouts.append(name)
+        gap = (event.event_time.ToDatetime() - previous.event_time.ToDatetime()).total_seconds()
+        if gap > min_gap:
+            gaps.append(
+                {
+                    "seconds": round(gap, 1),
+                    "after": EventType.Name(previous.event_type).removeprefix("EVENT_TYPE_"),
+                    "before": name,
+                    "activity": scheduled.get(previous.event_id),
+                }
+            )
+    span = (events[-1].event_time.ToDatetime() - events[0].event_time.ToDatetime()).total_seconds()
+    return {
+        "workflow_id": workflow_id,
+        "events": len(events),
+        "seconds": round(span, 1),
+        "gaps": gaps,
+        "activity_retries": retries,
+        "timeouts": timeouts,
+    }

@@ -20,9 +20,9 @@ to (update-with-start) and they go on to draft and finalize at once; ``start-all
 starts the periods without usage and reports the others already running or finalized
 (the one start path, docs/architecture.md section 3).
 
-    .venv/bin/python bench/month_end.py                              # 500 subscriptions
-    .venv/bin/python bench/month_end.py --checkout /work/baseline    # the same, older checkout
-    .venv/bin/python bench/month_end.py --smoke                      # 20 subscriptions
+    .venv/bin/python bench/month_end.py                   # 500 subscriptions
+    .venv/bin/python bench/month_end.py --checkout DIR    # DIR: a bootstrapped worktree
+    .venv/bin/python bench/month_end.py --smoke           # 20 subscriptions
 
 Prints and writes to ``bench/results/month_end.json``: the wall time of each step and in
 total, invoices/s, and the CPU seconds of the CLI processes, the worker processes, the dev
@@ -50,7 +50,13 @@ from typing import Any
 from urllib.parse import quote
 
 import sqlalchemy
-from _month_end_procs import cli, postgres_cpu_seconds, start_workers, tree_cpu_seconds
+from _month_end_procs import (
+    cli,
+    history_gaps,
+    postgres_cpu_seconds,
+    start_workers,
+    tree_cpu_seconds,
+)
 from _stack import (
     SECRET,
     SERVER_PIDS,
@@ -326,6 +332,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 await wait_webhooks(state, args.timeout)
                 ended = max(state.first.values()) if state.all_done.is_set() else time.monotonic()
                 cpu = meter.used()
+            # The dev server forgets everything on exit: read the slowest periods now.
+            slowest = sorted(state.first, key=state.first.__getitem__)[-3:]
+            histories = [
+                await history_gaps(client, f"billing-period/{s}/2026-01-01") for s in slowest
+            ]
             listed = await cli(billing, ["invoice", "list", "--json"], env, work)
             deliveries = await cli(billing, ["webhook", "list", "--json"], env, work)
             worker_log = (work / "worker.log").read_text(errors="replace")
@@ -358,6 +369,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     }
     result["check"] = check(json.loads(listed.stdout), expected, state)
     result["diagnostics"] = diagnose(state, began, json.loads(deliveries.stdout), worker_log)
+    result["diagnostics"]["slowest_periods"] = histories
     return result
 
 
