@@ -268,7 +268,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     events, expected = month_usage(subscriptions)
     result: dict[str, Any] = {
         "benchmark": "month_end",
-        "checkout": str(checkout),
+        # Not the path: results are kept in the repository, which names no outside path.
+        "checkout": "this repository" if checkout == REPOSITORY else "another (--checkout)",
         "revision": revision,
         "subscriptions": len(subscriptions),
         "usage_events": len(events),
