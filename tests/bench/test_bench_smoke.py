@@ -34,6 +34,17 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "idle": {"p50_ms", "p99_ms"},
         "during_close": {"p50_ms", "p99_ms"},
     },
+    "month_end": {
+        "top": {"subscriptions", "usage_events", "month_end", "check", "ok"},
+        "month_end": {
+            "invoices_per_second",
+            "seconds",
+            "usage_send_seconds",
+            "start_all_seconds",
+            "cpu_seconds",
+        },
+        "check": {"subscriptions_with_one_finalized_invoice", "subscriptions_with_one_webhook"},
+    },
     "memory": {
         "top": {"worker", "memory", "history"},
         "memory": {"worker_rss_before_kib", "points"},
@@ -65,5 +76,18 @@ def test_smoke_mode_writes_its_figures(name: str, tmp_path: Path, postgres_serve
     if name == "ingest":
         assert result["signals"]["replay_added"] == 0
         assert result["direct"]["replay_added"] == 0
+    if name == "month_end":
+        # Each subscription: one finalized invoice with the total the bench computed from
+        # its events, one invoice.created webhook; usage send accepted every event.
+        assert result["ok"], result["check"]
+        assert result["check"]["wrong_totals"] == 0
+        assert result["check"]["subscriptions_with_one_webhook"] == result["subscriptions"]
+        assert result["month_end"]["usage_send"]["accepted"] == result["usage_events"]
+        assert set(result["month_end"]["cpu_seconds"]) == {
+            "cli_processes",
+            "worker_processes",
+            "dev_server",
+            "postgres",
+        }
     if name == "memory":
         assert all(p["kib_per_open_period"] is not None for p in result["memory"]["points"])
