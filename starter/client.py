@@ -50,6 +50,7 @@ from billing.models import (
     UsageReceipt,
 )
 from billing.periods import billing_period, period_ending_on, period_starting
+from starter.bulk import DEFAULT_CONCURRENCY
 from starter.errors import (
     BillingClientError,
     InvalidRequest,
@@ -98,8 +99,6 @@ __all__ = [
     "PeriodRef",
     "UsageReport",
 ]
-
-DEFAULT_CONCURRENCY = 8
 
 
 class BillingClient(StoreAccess):

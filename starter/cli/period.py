@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from starter.bulk import DEFAULT_CONCURRENCY
 from starter.cli._common import EXIT_REFUSED, first_day, json_option, period_start_option, run
 
 if TYPE_CHECKING:
@@ -48,7 +49,13 @@ def period_start_cmd(
     required=True,
     help="Last local day of the periods to launch (e.g. 2026-01-31 for January).",
 )
-@click.option("--concurrency", type=click.IntRange(1, 256), default=8, show_default=True)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=DEFAULT_CONCURRENCY,
+    show_default=True,
+    help="Starts in flight at once.",
+)
 @click.option(
     "--grace-seconds", type=click.IntRange(0), default=None, help="Override the grace period."
 )

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from billing.models import UsageEvent
+from starter.bulk import DEFAULT_CONCURRENCY
 from starter.cli._common import EXIT_REFUSED, EXIT_USAGE, fail, json_option, run
 
 if TYPE_CHECKING:
@@ -76,6 +77,13 @@ def _read_events(source: str) -> tuple[list[UsageEvent], list[str]]:
     default=None,
     help="Grace period of periods this starts.",
 )
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=DEFAULT_CONCURRENCY,
+    show_default=True,
+    help="Periods sent to at once.",
+)
 @json_option
 def usage_send(
     subscription: str | None,
@@ -85,6 +93,7 @@ def usage_send(
     properties: tuple[str, ...],
     file: str | None,
     grace_seconds: int | None,
+    concurrency: int,
     as_json: bool,
 ) -> None:
     """Send one event (flags) or many (--file); report accepted / duplicate / rejected.
@@ -126,7 +135,9 @@ def usage_send(
             fail(f"invalid event: {err.errors()[0]['msg']}", EXIT_USAGE)
 
     async def work(billing: BillingClient) -> UsageReport:
-        return await billing.send_usage(events, grace_period_seconds=grace_seconds)
+        return await billing.send_usage(
+            events, grace_period_seconds=grace_seconds, concurrency=concurrency
+        )
 
     report = run(work) if events else UsageReport()
     if as_json:
