@@ -9,13 +9,18 @@ Against an embedded dev server and a fresh PostgreSQL schema, with one in-proces
 2. **replay**: the same signals again; once every period has counted them as duplicates
    the table must hold the same E rows (asserted).
 3. **direct**: the same events for other subscriptions through ``services.usage.record_usage``
-   in batches of 1,000 on one connection (on PostgreSQL: COPY into a staging table, then
-   INSERT ... SELECT ... ON CONFLICT DO NOTHING), then replayed (must add none, asserted).
+   in batches of 1,000 on one connection, a commit each (on PostgreSQL: COPY straight into
+   ``usage_events`` inside a savepoint; a batch holding a known transaction id, like the
+   replay, goes through a staging table and INSERT ... SELECT ... ON CONFLICT DO NOTHING),
+   then replayed (must add none, asserted).
 4. **raw COPY**: the reference, PostgreSQL's own speed: the same events for other
    subscriptions, with the values the store extracts computed beforehand, in one
    ``COPY usage_events FROM STDIN`` and one commit (no dedupe, no validation).
 
-The summary gives events/s of all three and the ratios signals/raw and direct/raw.
+The summary gives events/s of all three and the ratios signals/raw and direct/raw. The
+signal and direct phases also print the CPU seconds used by this process (worker and
+sender), the dev server and PostgreSQL, per event; PostgreSQL's figure counts every
+``postgres`` process on the machine, so it is only usable when nothing else uses the server.
 
     .venv/bin/python bench/ingest.py                      # 100,000 events, 10 periods
     .venv/bin/python bench/ingest.py --events 1000000
