@@ -9,13 +9,18 @@ Against an embedded dev server and a fresh PostgreSQL schema, with one in-proces
 2. **replay**: the same signals again; once every period has counted them as duplicates
    the table must hold the same E rows (asserted).
 3. **direct**: the same events for other subscriptions through ``services.usage.record_usage``
-   in batches of 1,000 on one connection (on PostgreSQL: COPY into a staging table, then
-   INSERT ... SELECT ... ON CONFLICT DO NOTHING), then replayed (must add none, asserted).
+   in batches of 1,000 on one connection, a commit each (on PostgreSQL: COPY straight into
+   ``usage_events`` inside a savepoint; a batch holding a known transaction id, like the
+   replay, goes through a staging table and INSERT ... SELECT ... ON CONFLICT DO NOTHING),
+   then replayed (must add none, asserted).
 4. **raw COPY**: the reference, PostgreSQL's own speed: the same events for other
    subscriptions, with the values the store extracts computed beforehand, in one
    ``COPY usage_events FROM STDIN`` and one commit (no dedupe, no validation).
 
-The summary gives events/s of all three and the ratios signals/raw and direct/raw.
+The summary gives events/s of all three and the ratios signals/raw and direct/raw. The
+signal and direct phases also print the CPU seconds used by this process (worker and
+sender), the dev server and PostgreSQL, per event; PostgreSQL's figure counts every
+``postgres`` process on the machine, so it is only usable when nothing else uses the server.
 
     .venv/bin/python bench/ingest.py                      # 100,000 events, 10 periods
     .venv/bin/python bench/ingest.py --events 1000000
@@ -37,6 +42,7 @@ from typing import Any
 import httpx
 import sqlalchemy
 from _stack import (
+    CpuMeter,
     bench_parser,
     bounded_gather,
     dev_server,
@@ -94,6 +100,13 @@ def count_events(engine: sqlalchemy.Engine, prefix: str) -> int:
                 {"p": f"{prefix}%"},
             ).scalar_one()
         )
+
+
+def _cpu_per_event(cpu: dict[str, float], events: int) -> str:
+    return ", ".join(
+        f"{name} {seconds:.1f} s ({seconds / events * 1e6:.0f} us per event)"
+        for name, seconds in cpu.items()
+    )
 
 
 async def views(handles: list[WorkflowHandle[Any, Any]]) -> list[PeriodView]:
@@ -159,6 +172,7 @@ async def run_signals(
                     return len(await views(list(handles.values()))) == len(handles)
 
                 await wait_until(settled, 60, "periods open")
+                meter = CpuMeter()
                 began = time.monotonic()
                 await send_all(client, plan, handles)
                 sent = time.monotonic()
@@ -168,12 +182,14 @@ async def run_signals(
 
                 done = await wait_until(stored, args.timeout, f"{total} events stored")
                 seconds = done - began
+                cpu = meter.used()
                 print(
                     f"  signals: {total:,} events in {len(plan)} signals to {args.periods} periods "
                     f"stored in {seconds:.2f}s (sent in {sent - began:.2f}s) = "
                     f"{total / seconds:,.0f} events/s; load {load_average()}",
                     flush=True,
                 )
+                print(f"  CPU seconds: {_cpu_per_event(cpu, total)}", flush=True)
 
                 replay_began = time.monotonic()
                 await send_all(client, plan, handles)
@@ -209,6 +225,7 @@ async def run_signals(
         "seconds": round(seconds, 3),
         "send_seconds": round(sent - began, 3),
         "events_per_second": round(total / seconds),
+        "cpu_seconds": cpu,
         "replay_added": after_replay - total,
         "replay_seconds": round(replay_done - replay_began, 3),
         "replay_events_per_second": round(total / (replay_done - replay_began)),
@@ -225,9 +242,11 @@ def run_direct(engine: sqlalchemy.Engine, args: argparse.Namespace) -> dict[str,
     for index in range(args.periods):
         sub = f"dir_{index:04d}"
         work += [(sub, batch.events) for batch in batches_for(sub, start, per_period)]
+    meter = CpuMeter()
     began = time.monotonic()
     accepted = sum(record_usage(engine, sub, start, end, events).accepted for sub, events in work)
     seconds = time.monotonic() - began
+    cpu = meter.used()
     replay_began = time.monotonic()
     replay_accepted = sum(
         record_usage(engine, sub, start, end, events).accepted for sub, events in work
@@ -241,11 +260,13 @@ def run_direct(engine: sqlalchemy.Engine, args: argparse.Namespace) -> dict[str,
         f"in {replay_seconds:.2f}s; load {load_average()}",
         flush=True,
     )
+    print(f"  CPU seconds: {_cpu_per_event(cpu, total)}", flush=True)
     return {
         "events": total,
         "batch": MAX_USAGE_BATCH,
         "seconds": round(seconds, 3),
         "events_per_second": round(total / seconds),
+        "cpu_seconds": cpu,
         "replay_added": replay_accepted,
         "replay_seconds": round(replay_seconds, 3),
         "load_average_after": load_average(),

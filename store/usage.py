@@ -14,11 +14,12 @@ values.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from pydantic_core import to_json
+from psycopg.errors import UniqueViolation
+from pydantic_core import to_json, to_jsonable_python
 from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
@@ -34,15 +35,19 @@ __all__ = ["UsageRepository"]
 EVENT_VALUE_CHARGE_MODELS = frozenset({ChargeModel.PERCENTAGE})
 
 
-# PostgreSQL: the batch is COPYed into a session-local staging table, then moved into
-# ``usage_events`` by one INSERT ... SELECT that skips known transaction ids. COPY is
-# PostgreSQL's fastest way in; the staging table keeps the dedupe to ON CONFLICT.
-# ``ON COMMIT DELETE ROWS``: the table lives as long as the pooled connection, empty
-# between transactions.
-_STAGING_COLUMNS = (
-    'position, subscription_external_id, transaction_id, code, "timestamp", properties, '
+# PostgreSQL: a batch of new events is COPYed straight into ``usage_events`` (COPY is
+# PostgreSQL's fastest way in), inside a savepoint. COPY cannot skip known transaction
+# ids: when the batch holds one, the unique constraint fails the COPY, the savepoint is
+# rolled back and the batch goes the deduplicating way: COPY into a session-local staging
+# table, then one INSERT ... SELECT ... ON CONFLICT DO NOTHING. New usage (the common
+# case) is written once; a replayed batch costs a failed COPY more.
+_EVENT_COLUMNS = (
+    'subscription_external_id, transaction_id, code, "timestamp", properties, '
     "number_value, text_value"
 )
+_COPY_EVENTS = f"COPY usage_events ({_EVENT_COLUMNS}) FROM STDIN"
+# ``ON COMMIT DELETE ROWS``: the table lives as long as the pooled connection, empty
+# between transactions.
 _CREATE_STAGING = """
     CREATE TEMPORARY TABLE IF NOT EXISTS usage_events_staging (
         position integer NOT NULL,
@@ -55,16 +60,14 @@ _CREATE_STAGING = """
         text_value text
     ) ON COMMIT DELETE ROWS
 """
-_COPY_STAGING = f"COPY usage_events_staging ({_STAGING_COLUMNS}) FROM STDIN"
+_COPY_STAGING = f"COPY usage_events_staging (position, {_EVENT_COLUMNS}) FROM STDIN"
 # One statement empties the staging table (the transaction may stage another batch) and
 # moves its rows; ORDER BY position: ids follow the batch order (``latest`` breaks
 # timestamp ties by id).
-_INSERT_STAGED = """
+_INSERT_STAGED = f"""
     WITH staged AS (DELETE FROM usage_events_staging RETURNING *)
-    INSERT INTO usage_events (subscription_external_id, transaction_id, code, "timestamp",
-                              properties, number_value, text_value)
-    SELECT subscription_external_id, transaction_id, code, "timestamp", properties,
-           number_value, text_value
+    INSERT INTO usage_events ({_EVENT_COLUMNS})
+    SELECT {_EVENT_COLUMNS}
     FROM staged
     ORDER BY position
     ON CONFLICT (subscription_external_id, transaction_id) DO NOTHING
@@ -72,11 +75,20 @@ _INSERT_STAGED = """
 
 
 def _copy_events(session: Session, rows: Sequence[tuple[Any, ...]]) -> int:
-    """COPY ``rows`` (staging columns without position) in; returns how many were new."""
+    """COPY ``rows`` (``_EVENT_COLUMNS``) in; returns how many were new."""
     # The driver's own connection, inside the session's transaction.
     driver = session.connection().connection.driver_connection
     assert driver is not None
     with driver.cursor() as cursor:
+        cursor.execute("SAVEPOINT usage_copy")
+        try:
+            with cursor.copy(_COPY_EVENTS) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except UniqueViolation:  # a known transaction id
+            cursor.execute("ROLLBACK TO SAVEPOINT usage_copy")
+        else:
+            return len(rows)  # the savepoint ends with the transaction
         cursor.execute(_CREATE_STAGING)
         with cursor.copy(_COPY_STAGING) as copy:
             for position, row in enumerate(rows):
@@ -102,7 +114,7 @@ def _insert_events(
                     subscription_external_id,
                     item.event.transaction_id,
                     item.event.code,
-                    item.event.timestamp.astimezone(UTC),
+                    item.event.timestamp,
                     to_json(item.event.properties).decode(),
                     item.number_value,
                     item.text_value,
@@ -116,7 +128,7 @@ def _insert_events(
             "transaction_id": item.event.transaction_id,
             "code": item.event.code,
             "timestamp": item.event.timestamp,
-            "properties": item.event.model_dump(mode="json")["properties"],
+            "properties": to_jsonable_python(item.event.properties),
             "number_value": item.number_value,
             "text_value": item.text_value,
         }

@@ -7,13 +7,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
 
 from billing.models import AggregationType
 from billing.pricing import aggregate
 from services.catalog import get_billing_context, load_catalog
 from services.rejections import list_rejections, record_rejected_input
 from services.usage import period_usage, record_usage
+from store.schema import UsageEventRow
 from tests.services.support import event, january
 
 NORTHWIND = "sub_northwind_growth"  # growth: api_calls (count), active_users, peak_storage_gb
@@ -36,6 +37,66 @@ def test_duplicates_are_counted_once_and_the_first_copy_wins(catalog_engine: Eng
     usage = period_usage(catalog_engine, get_billing_context(catalog_engine, NORTHWIND), start, end)
     assert usage["peak_storage_gb"].units == Decimal("40")  # not 999: the first copy won
     assert usage["peak_storage_gb"].events_count == 2
+
+
+def test_a_batch_with_known_ids_stores_only_its_new_events_in_batch_order(
+    catalog_engine: Engine,
+) -> None:
+    # On PostgreSQL a batch of new events is COPYed straight in; one known id sends the
+    # whole batch the deduplicating way. Either way: the new ones stored, in batch order
+    # (``latest`` breaks timestamp ties by id), the first copy kept, refusals stored.
+    start, end = january("America/New_York")
+    at = "2026-01-10T12:00:00+00:00"
+    record_usage(
+        catalog_engine,
+        NORTHWIND,
+        start,
+        end,
+        [event(NORTHWIND, f"old-{i}", "peak_storage_gb", at, gb=str(i)) for i in range(2)],
+    )
+    batch = [
+        event(NORTHWIND, "new-c", "peak_storage_gb", at, gb="7"),
+        event(NORTHWIND, "old-0", "peak_storage_gb", at, gb="999"),
+        event(NORTHWIND, "new-a", "api_calls", datetime.fromisoformat("2026-01-10T17:30:00+05:30")),
+        event(NORTHWIND, "refused", "peak_storage_gb", at, gb="lots"),
+        event(NORTHWIND, "old-1", "peak_storage_gb", at, gb="999"),
+        event(NORTHWIND, "new-b", "peak_storage_gb", at, gb="5"),
+    ]
+    result = record_usage(catalog_engine, NORTHWIND, start, end, batch)
+    assert (result.accepted, result.duplicates) == (3, 2)
+    assert [r.transaction_id for r in result.rejected] == ["refused"]
+    stored = list_rejections(catalog_engine, subscription_external_id=NORTHWIND)
+    assert [r.key.rsplit("/", 1)[1] for r in stored] == ["refused"]
+    with catalog_engine.connect() as connection:
+        rows = connection.execute(
+            select(
+                UsageEventRow.transaction_id, UsageEventRow.number_value, UsageEventRow.timestamp
+            )
+            .where(UsageEventRow.subscription_external_id == NORTHWIND)
+            .order_by(UsageEventRow.id)
+        ).all()
+    assert [row[0] for row in rows] == ["old-0", "old-1", "new-c", "new-a", "new-b"]
+    assert [row[1] for row in rows if row[0].startswith("old")] == [0, 1]  # first copies
+    assert rows[3][2] == datetime(2026, 1, 10, 12, tzinfo=UTC)
+
+
+def test_a_batch_of_new_events_and_its_replay(catalog_engine: Engine) -> None:
+    start, end = january("America/New_York")
+    batch = [
+        event(NORTHWIND, f"t-{i}", "peak_storage_gb", "2026-01-10T12:00:00+00:00", gb=str(i))
+        for i in range(1000)
+    ]
+    first = record_usage(catalog_engine, NORTHWIND, start, end, batch)
+    again = record_usage(catalog_engine, NORTHWIND, start, end, batch)
+    assert (first.accepted, first.duplicates, again.accepted, again.duplicates) == (
+        1000,
+        0,
+        0,
+        1000,
+    )
+    usage = period_usage(catalog_engine, get_billing_context(catalog_engine, NORTHWIND), start, end)
+    assert usage["peak_storage_gb"].units == Decimal(999)
+    assert usage["peak_storage_gb"].events_count == 1000
 
 
 def test_rejected_events_are_stored_with_their_reason(catalog_engine: Engine) -> None:
