@@ -21,7 +21,7 @@ import httpx
 import pytest
 import pytest_asyncio
 import sqlalchemy
-from hypothesis import given
+from hypothesis import given, settings
 from rich.console import Console
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import ActivityEnvironment
@@ -36,78 +36,19 @@ from starter.webhook_sink import WebhookSink
 from store.webhooks import webhook_body
 from tests.activities.webhook_support import SECRET
 from tests.fixtures.decimals import (
+    COUPON_SPLIT,
     NEGATIVE_ZERO_IN_TEXT,
+    TAXED,
     FeeValues,
     awkward_fee_values,
     awkward_invoice,
+    decimals_catalog,
     unreadable_numbers,
 )
 from workflows.messages import PeriodPhase, PeriodView
 
 JANUARY = datetime(2026, 1, 1, tzinfo=UTC)
 FEBRUARY = datetime(2026, 2, 1, tzinfo=UTC)
-COUPON_SPLIT = "sub-dec-coupon"  # tax 0 and a coupon shared unevenly by the fees
-TAXED = "sub-dec-taxed"  # tax 20% on a zero fee and on a sub-cent adjustment
-
-
-def catalog(endpoint_url: str) -> dict[str, Any]:
-    def subscription(external_id: str, customer: str) -> dict[str, Any]:
-        return {
-            "external_id": external_id,
-            "customer_external_id": customer,
-            "plan_code": "dec_plan",
-            "started_at": "2025-12-01T00:00:00Z",
-        }
-
-    return {
-        "billing_entities": [
-            {
-                "code": "dec",
-                "name": "Decimals Inc",
-                "currency": "USD",
-                "tax_rate": "20",
-                "invoice_prefix": "DEC",
-                "send_invoice_drafted_webhook": True,
-            }
-        ],
-        "customers": [
-            {"external_id": "cust-dec-coupon", "billing_entity_code": "dec", "tax_rate": "0"},
-            {"external_id": "cust-dec-taxed", "billing_entity_code": "dec"},
-        ],
-        "billable_metrics": [
-            {"code": "volume", "aggregation_type": "sum", "field_name": "gb"},
-            {"code": "micro", "aggregation_type": "sum", "field_name": "n"},
-        ],
-        "plans": [
-            {
-                "code": "dec_plan",
-                "amount_cents": 1000,
-                "charges": [
-                    {
-                        "billable_metric_code": "volume",
-                        "charge_model": "standard",
-                        "properties": {"amount": "0.01"},
-                    },
-                    {
-                        "billable_metric_code": "micro",
-                        "charge_model": "standard",
-                        "properties": {"amount": "0.000001"},
-                    },
-                ],
-            }
-        ],
-        "subscriptions": [
-            subscription(COUPON_SPLIT, "cust-dec-coupon"),
-            subscription(TAXED, "cust-dec-taxed"),
-        ],
-        "coupons": [
-            {"code": "ten_off", "coupon_type": "fixed_amount", "amount_cents": 1000},
-        ],
-        "applied_coupons": [
-            {"id": "ac-dec", "customer_external_id": "cust-dec-coupon", "coupon_code": "ten_off"}
-        ],
-        "webhook_endpoints": [{"code": "local-sink", "url": endpoint_url, "secret": SECRET}],
-    }
 
 
 def usage(subscription: str, transaction_id: str, code: str, **properties: Any) -> UsageEvent:
@@ -170,7 +111,10 @@ async def test_real_invoices_and_webhooks_have_no_exponent_and_no_negative_zero(
     http: httpx.AsyncClient,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    load_catalog(engine, catalog(sink.url))
+    load_catalog(
+        engine,
+        decimals_catalog([{"code": "local-sink", "url": sink.url, "secret": SECRET}]),
+    )
     receipt = record_usage(
         engine,
         COUPON_SPLIT,
@@ -251,6 +195,7 @@ async def test_real_invoices_and_webhooks_have_no_exponent_and_no_negative_zero(
     assert "-10.00 USD" in table_text(split)  # the coupon: a real discount keeps its sign
 
 
+@settings(deadline=None)  # a shared, loaded machine: no per-example deadline
 @given(awkward_fee_values)
 def test_every_writer_of_an_invoice_writes_fixed_point(fee_values: list[FeeValues]) -> None:
     invoice = awkward_invoice(fee_values)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
-from hypothesis import given
+from hypothesis import given, settings
 
 from billing.decimals import plain_decimal
 from billing.models import AdjustedFee, AdjustmentMode, Invoice
@@ -22,6 +22,7 @@ from tests.fixtures.decimals import (
 non_negative = awkward_decimals.map(lambda value: value.copy_abs())
 
 
+@settings(deadline=None)  # a shared, loaded machine: no per-example deadline
 @given(awkward_decimals)
 def test_plain_decimal_is_fixed_point_and_the_same_value(value: Decimal) -> None:
     text = plain_decimal(value)
@@ -45,6 +46,7 @@ def test_plain_decimal_examples() -> None:
     assert {text: plain_decimal(Decimal(text)) for text in cases} == cases
 
 
+@settings(deadline=None)  # a shared, loaded machine: no per-example deadline
 @given(awkward_fee_values)
 def test_invoice_json_has_no_exponent_and_reads_back_the_same(
     fee_values: list[FeeValues],
@@ -55,6 +57,7 @@ def test_invoice_json_has_no_exponent_and_reads_back_the_same(
         assert Invoice.model_validate_json(text) == invoice  # Decimal equality: same values
 
 
+@settings(deadline=None)  # a shared, loaded machine: no per-example deadline
 @given(non_negative, non_negative)
 def test_adjusted_fee_json_has_no_exponent(units: Decimal, unit_amount: Decimal) -> None:
     adjustment = AdjustedFee(
