@@ -19,12 +19,12 @@ also gives ``default_secret``, which the example catalog uses for local demos on
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from billing.decimals import PlainDecimal
 from billing.errors import InvalidCatalog, InvalidChargeProperties
 from billing.models import (
     BillableMetric,
@@ -74,7 +74,7 @@ class AppliedCouponEntry(_Entry):
     customer_external_id: str
     coupon_code: str
     amount_cents: int | None = Field(default=None, ge=0)
-    percentage_rate: Decimal | None = Field(default=None, ge=0, le=100)
+    percentage_rate: PlainDecimal | None = Field(default=None, ge=0, le=100)
 
 
 class WalletEntry(_Entry):

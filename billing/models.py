@@ -21,6 +21,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from billing.decimals import PlainDecimal
+
 __all__ = [
     "AdjustedFee",
     "AdjustmentMode",
@@ -144,7 +146,7 @@ class BillingEntity(_Value):
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     timezone: str = "UTC"
     grace_period_days: int = Field(default=0, ge=0, le=365)
-    tax_rate: Decimal = Field(default=Decimal("0"), ge=0, le=100)  # percent
+    tax_rate: PlainDecimal = Field(default=Decimal("0"), ge=0, le=100)  # percent
     invoice_prefix: str = Field(min_length=1, max_length=20, pattern=r"^[A-Za-z0-9_-]+$")
     finalize_zero_amount_invoice: bool = True
     send_invoice_drafted_webhook: bool = False
@@ -157,7 +159,7 @@ class Customer(_Value):
     email: str | None = None
     timezone: str | None = None  # else the billing entity's
     grace_period_days: int | None = Field(default=None, ge=0, le=365)
-    tax_rate: Decimal | None = Field(default=None, ge=0, le=100)  # percent
+    tax_rate: PlainDecimal | None = Field(default=None, ge=0, le=100)  # percent
     finalize_zero_amount_invoice: FinalizeZeroAmount = FinalizeZeroAmount.INHERIT
 
 
@@ -230,7 +232,7 @@ class Coupon(_Value):
     name: str = ""
     coupon_type: CouponType
     amount_cents: int | None = Field(default=None, ge=0)  # fixed_amount coupons
-    percentage_rate: Decimal | None = Field(default=None, ge=0, le=100)  # percentage coupons
+    percentage_rate: PlainDecimal | None = Field(default=None, ge=0, le=100)  # percentage coupons
     frequency: CouponFrequency = CouponFrequency.ONCE
     frequency_duration: int | None = Field(default=None, ge=1)  # periods, for recurring
 
@@ -258,7 +260,7 @@ class AppliedCoupon(_Value):
     customer_external_id: str
     coupon_type: CouponType
     amount_cents: int | None = Field(default=None, ge=0)
-    percentage_rate: Decimal | None = Field(default=None, ge=0, le=100)
+    percentage_rate: PlainDecimal | None = Field(default=None, ge=0, le=100)
     frequency: CouponFrequency
     frequency_duration_remaining: int | None = Field(default=None, ge=0)
     amount_cents_remaining: int | None = Field(default=None, ge=0)
@@ -342,9 +344,9 @@ class ChargeUsage(_Value):
     are the per-event values in timestamp order; only the percentage models need them.
     """
 
-    units: Decimal = Decimal("0")
+    units: PlainDecimal = Decimal("0")
     events_count: int = 0
-    event_values: tuple[Decimal, ...] = ()
+    event_values: tuple[PlainDecimal, ...] = ()
 
 
 class AdjustedFee(_Value):
@@ -359,8 +361,8 @@ class AdjustedFee(_Value):
 
     charge_code: str
     mode: AdjustmentMode
-    units: Decimal | None = Field(default=None, ge=0)
-    unit_amount: Decimal | None = Field(default=None, ge=0)  # currency units
+    units: PlainDecimal | None = Field(default=None, ge=0)
+    unit_amount: PlainDecimal | None = Field(default=None, ge=0)  # currency units
     display_name: str | None = Field(default=None, min_length=1, max_length=255)
 
     @model_validator(mode="after")
@@ -378,16 +380,16 @@ class Fee(_Value):
     code: str  # charge code, or "subscription" for the plan fee
     kind: FeeKind
     display_name: str
-    units: Decimal
+    units: PlainDecimal
     amount_cents: int = Field(ge=0)
-    precise_amount: Decimal  # unrounded, currency units
-    unit_amount: Decimal = Decimal("0")  # currency units (amount / units when units > 0)
+    precise_amount: PlainDecimal  # unrounded, currency units
+    unit_amount: PlainDecimal = Decimal("0")  # currency units (amount / units when units > 0)
     events_count: int = 0
     adjusted: bool = False
     # Shares filled at finalization (0 on a draft).
     coupons_amount_cents: int = 0
     taxes_amount_cents: int = 0
-    precise_taxes_amount: Decimal = Decimal("0")
+    precise_taxes_amount: PlainDecimal = Decimal("0")
 
 
 DeliveryStatus = Literal["pending", "retrying", "succeeded", "failed"]
@@ -415,4 +417,4 @@ class Invoice(_Value):
     sub_total_including_taxes_amount_cents: int = 0
     prepaid_credit_amount_cents: int = 0
     total_amount_cents: int = 0
-    tax_rate: Decimal = Decimal("0")
+    tax_rate: PlainDecimal = Decimal("0")

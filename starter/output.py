@@ -1,7 +1,8 @@
 """Rendering for the CLI: rich tables for people, JSON for scripts.
 
 The JSON of an invoice is ``Invoice.model_dump(mode="json")`` (docs/architecture.md): the
-same object the webhooks carry.
+same object the webhooks carry. Decimals are fixed-point text (:mod:`billing.decimals`) and
+amounts in a table never read ``-0.00``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
+from billing.decimals import plain_decimal
 from billing.models import Invoice
+from billing.money import minor_units
 
 __all__ = [
     "console",
@@ -44,11 +47,25 @@ def to_json(value: Any) -> Any:
 
 def print_json(value: Any) -> None:
     """JSON on stdout, nothing else (scripts parse it)."""
-    print(json.dumps(to_json(value), indent=2, default=str), flush=True)
+    print(json.dumps(to_json(value), indent=2, default=_json_default), flush=True)
+
+
+def _json_default(value: Any) -> Any:
+    # A bare Decimal outside a model is written like the models write theirs.
+    return plain_decimal(value) if isinstance(value, Decimal) else str(value)
 
 
 def money(cents: int, currency: str) -> str:
-    return f"{Decimal(cents) / 100:,.2f} {currency}"
+    """Minor units as the currency writes them: ``1234, "USD"`` -> ``12.34 USD``, JPY has none.
+
+    Integer arithmetic, so every digit is exact. A discount is passed negated: a zero
+    discount reads ``0.00``, never ``-0.00``.
+    """
+    places = minor_units(currency)
+    whole, fraction = divmod(abs(cents), 10**places)
+    sign = "-" if cents < 0 else ""
+    digits = f"{whole:,}" + (f".{fraction:0{places}d}" if places else "")
+    return f"{sign}{digits} {currency}"
 
 
 def invoice_table(invoice: Invoice, *, title: str | None = None) -> Table:
@@ -69,7 +86,7 @@ def invoice_table(invoice: Invoice, *, title: str | None = None) -> Table:
         table.add_row(
             name,
             fee.code,
-            f"{fee.units.normalize():f}",
+            plain_decimal(fee.units.normalize()),
             str(fee.events_count),
             money(fee.amount_cents, invoice.currency),
         )
@@ -78,11 +95,9 @@ def invoice_table(invoice: Invoice, *, title: str | None = None) -> Table:
     table.add_section()
     cur = invoice.currency
     table.add_row("fees", "", "", "", money(invoice.fees_amount_cents, cur))
-    table.add_row("coupons", "", "", "", "-" + money(invoice.coupons_amount_cents, cur))
+    table.add_row("coupons", "", "", "", money(-invoice.coupons_amount_cents, cur))
     table.add_row("taxes", "", "", "", money(invoice.taxes_amount_cents, cur))
-    table.add_row(
-        "prepaid credits", "", "", "", "-" + money(invoice.prepaid_credit_amount_cents, cur)
-    )
+    table.add_row("prepaid credits", "", "", "", money(-invoice.prepaid_credit_amount_cents, cur))
     table.add_row(
         "[bold]total[/bold]", "", "", "", f"[bold]{money(invoice.total_amount_cents, cur)}[/bold]"
     )

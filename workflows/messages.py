@@ -23,12 +23,12 @@ An ``add_usage_sync`` update returns a :class:`billing.models.UsageReceipt`.
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from billing.decimals import PlainDecimal
 from billing.models import (
     AdjustedFee,
     AdjustmentMode,
@@ -110,8 +110,8 @@ class EditFee(_Message):
 
     charge_code: str = Field(min_length=1)
     mode: AdjustmentMode
-    units: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False, max_digits=30)
-    unit_amount: Decimal | None = Field(default=None, ge=0, allow_inf_nan=False, max_digits=30)
+    units: PlainDecimal | None = Field(default=None, ge=0, allow_inf_nan=False, max_digits=30)
+    unit_amount: PlainDecimal | None = Field(default=None, ge=0, allow_inf_nan=False, max_digits=30)
     display_name: str | None = Field(default=None, min_length=1, max_length=255)
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@ MODULES = [
     "billing.aggregations",
     "billing.charge_models",
     "billing.coupons",
+    "billing.decimals",
     "billing.money",
     "billing.plans",
     "billing.pricing",
