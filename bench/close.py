@@ -26,7 +26,8 @@ seconds later. At the end the run checks from the database and the receiver that
 invoice was finalized exactly once with gapless numbers and that its webhook arrived, one
 webhook id per invoice, one copy after the receiver's dedupe (redeliveries of the same id
 are counted: bench/_fault.py). It writes the figures and any problem into ``fault`` and
-exits 1 when a check failed.
+exits 1 when a check failed. A close without a kill is checked the same way
+(``exactly_once`` in the result).
 
     .venv/bin/python bench/close.py                  # 10,000 periods
     .venv/bin/python bench/close.py --periods 1000
@@ -53,7 +54,7 @@ from typing import Any
 
 import httpx
 import sqlalchemy
-from _fault import after_the_kill, check_fault, kill_and_restart, read_ledger
+from _fault import after_the_kill, check_fault, exactly_once, kill_and_restart, read_ledger
 from _floor import FLOOR_ACTIVITIES, FloorPeriod, make_done_activity
 from _references import ratios, run_plain_sql
 from _stack import (
@@ -364,6 +365,19 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     read_ledger(engine, JANUARY[0]),
                     received,
                 )
+            else:
+                # Every close is checked the same way, a killed worker or not.
+                checked, problems = exactly_once(
+                    subscriptions, read_ledger(engine, JANUARY[0]), received
+                )
+                result["exactly_once"] = checked | {"problems": problems}
+                print(
+                    f"  exactly once: invoices {checked['invoices_by_status']}, "
+                    f"{checked['receiver_distinct_webhook_ids']:,} webhook ids received "
+                    f"({checked['redeliveries']} redeliveries); "
+                    f"{'FAILED: ' + '; '.join(problems) if problems else 'passed'}",
+                    flush=True,
+                )
             if not args.skip_plain_sql:
                 result["plain_sql"] = await asyncio.to_thread(
                     run_plain_sql,
@@ -438,7 +452,9 @@ def main() -> None:
             f", {result['ratio_to_floor_plus_plain_sql']}x floor + plain SQL "
             f"(CPU {result['cpu_ratio_to_floor_plus_plain_sql']}x)"
         )
-    problems = result.get("fault", {}).get("problems", [])
+    problems = result.get("fault", result.get("exactly_once", {})).get("problems", [])
+    if "exactly_once" in result:
+        summary += f"; exactly once: {'FAILED' if problems else 'yes'}"
     if "fault" in result:
         summary += (
             f"; worker killed, exactly once: {'FAILED' if problems else 'yes'} "
