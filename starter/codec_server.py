@@ -156,8 +156,8 @@ class CodecServer:
         status, count = 200, 0
         answer: dict[str, Any] | None = {}
         extra: dict[str, str] = {}
+        operation = _operation(path)
         try:
-            operation = _operation(path)
             if method == "GET" and path.rstrip("/") in ("", "/health"):
                 answer = {"ok": True}
             elif operation is None:
@@ -180,7 +180,9 @@ class CodecServer:
                 answer = await self._apply(operation, payloads)
         except _Refusal as refusal:
             status, answer, extra = refusal.status, {"error": str(refusal)}, refusal.headers
-        log.info("codec %s %s -> %d (%d payloads)", method, path, status, count)
+        # Health checks come every few seconds: only at DEBUG.
+        level = logging.DEBUG if operation is None and status == 200 else logging.INFO
+        log.log(level, "codec %s %s -> %d (%d payloads)", method, path, status, count)
         await _respond(writer, status, answer, {**cors, **extra})
 
     def _cors(self, headers: dict[str, str]) -> dict[str, str]:
