@@ -5,8 +5,11 @@ sends the encrypted payloads of a history here and shows what comes back:
 
 - ``POST .../decode`` and ``POST .../encode`` take and return ``{"payloads": [...]}``,
   each payload as protobuf JSON (``metadata`` values and ``data`` in base64);
-- only callers presenting ``Authorization: Bearer <BILLING_CODEC_SERVER_TOKEN>`` are
-  served (401 otherwise); an ``X-Namespace`` other than ``TEMPORAL_NAMESPACE`` is refused;
+- only callers presenting the token are served (401 otherwise): scripts and the
+  ``temporal`` CLI as ``Authorization: Bearer <BILLING_CODEC_SERVER_TOKEN>``; browsers
+  with the session cookie that ``/login`` sets once the token is typed in there (the
+  Temporal UI cannot send a header of ours; with "Include cross-origin credentials" it
+  sends the cookie). An ``X-Namespace`` other than ``TEMPORAL_NAMESPACE`` is refused;
 - CORS for the configured UI origins (``BILLING_CODEC_SERVER_ORIGINS``): preflight
   ``OPTIONS``, ``Access-Control-Allow-Origin`` and ``-Credentials``, and the
   ``Authorization``, ``Content-Type`` and ``X-Namespace`` request headers;
@@ -22,24 +25,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import hashlib
 import hmac
+import html
 import json
 import logging
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import parse_qs
 
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
 from config.codec import EncryptionCodec, PayloadKeyError
 
-__all__ = ["CodecServer", "CodecServerError"]
+__all__ = ["SESSION_COOKIE", "CodecServer", "CodecServerError"]
 
 log = logging.getLogger("billing.codec_server")
 
 _MAX_HEADER_BYTES = 64 * 1024
 _MAX_BODY_BYTES = 32 * 1024 * 1024  # a history page of large payloads
 _ALLOWED_HEADERS = "Authorization, Content-Type, X-Namespace"
+SESSION_COOKIE = "billing_codec_session"
+_SESSION_SECONDS = 12 * 3600
+_LOGIN_FORM = """<!doctype html><title>Billing codec server</title>
+<p>{message}</p>
+<form method="post" action="login"><label>Token
+<input type="password" name="token" autocomplete="off" autofocus></label>
+<button>Sign in</button></form>"""
 _REASONS = {
     200: "OK",
     204: "No Content",
@@ -80,6 +93,8 @@ class CodecServer:
             raise ValueError("the codec server needs a token (BILLING_CODEC_SERVER_TOKEN)")
         self._codec = codec
         self._token = token.encode()
+        # Derived from the token: changing the token ends every browser session.
+        self._session = hmac.new(self._token, b"codec session", hashlib.sha256).hexdigest()
         self._namespace = namespace
         self._origins = frozenset(origin.rstrip("/") for origin in origins if origin)
         self._server: asyncio.Server | None = None
@@ -154,12 +169,14 @@ class CodecServer:
         path = target.split("?", 1)[0]
         cors = self._cors(headers)
         status, count = 200, 0
-        answer: dict[str, Any] | None = {}
+        answer: dict[str, Any] | str | None = {}
         extra: dict[str, str] = {}
         operation = _operation(path)
         try:
             if method == "GET" and path.rstrip("/") in ("", "/health"):
                 answer = {"ok": True}
+            elif path.rstrip("/").endswith("/login"):
+                status, answer, extra = await self._login(method, reader, headers)
             elif operation is None:
                 raise _Refusal(404, "POST payloads to /decode or /encode")
             elif method == "OPTIONS":
@@ -185,6 +202,27 @@ class CodecServer:
         log.log(level, "codec %s %s -> %d (%d payloads)", method, path, status, count)
         await _respond(writer, status, answer, {**cors, **extra})
 
+    async def _login(
+        self, method: str, reader: asyncio.StreamReader, headers: dict[str, str]
+    ) -> tuple[int, str, dict[str, str]]:
+        """``GET``: the form; ``POST`` with the right token: the browser's session cookie."""
+        if method == "GET":
+            return 200, _LOGIN_FORM.format(message="Sign in to decode payloads."), {}
+        if method != "POST":
+            raise _Refusal(405, "GET or POST /login", {"Allow": "GET, POST"})
+        body = await _read_body(reader, headers, limit=4096)
+        token = parse_qs(body.decode("utf-8", "replace")).get("token", [""])[0]
+        if not hmac.compare_digest(token.strip().encode(), self._token):
+            return 401, _LOGIN_FORM.format(message="That is not the token."), {}
+        cookie = (
+            f"{SESSION_COOKIE}={self._session}; Path=/; HttpOnly; SameSite=Strict; "
+            f"Max-Age={_SESSION_SECONDS}"
+        )
+        if headers.get("x-forwarded-proto") == "https":
+            cookie += "; Secure"
+        message = "Signed in: the Temporal UI decodes through this server now."
+        return 200, _LOGIN_FORM.format(message=html.escape(message)), {"Set-Cookie": cookie}
+
     def _cors(self, headers: dict[str, str]) -> dict[str, str]:
         origin = headers.get("origin", "").rstrip("/")
         if not origin or origin not in self._origins:
@@ -197,13 +235,15 @@ class CodecServer:
 
     def _authorise(self, headers: dict[str, str]) -> None:
         scheme, _, token = headers.get("authorization", "").partition(" ")
+        session = _cookies(headers.get("cookie", "")).get(SESSION_COOKIE, "")
         # Constant-time: the comparison must not tell how much of a guess was right.
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
+        bearer = scheme.lower() == "bearer" and hmac.compare_digest(
             token.strip().encode(), self._token
-        ):
+        )
+        if not bearer and not hmac.compare_digest(session.encode(), self._session.encode()):
             raise _Refusal(
                 401,
-                "a valid bearer token is required",
+                "a valid bearer token (or a session from /login) is required",
                 {"WWW-Authenticate": 'Bearer realm="codec"'},
             )
         namespace = headers.get("x-namespace")
@@ -229,16 +269,27 @@ def _operation(path: str) -> str | None:
     return last if last in ("decode", "encode") else None
 
 
-async def _read_payloads(reader: asyncio.StreamReader, headers: dict[str, str]) -> Payloads:
+def _cookies(header: str) -> dict[str, str]:
+    pairs = (item.strip().partition("=") for item in header.split(";"))
+    return {name: value for name, sep, value in pairs if sep}
+
+
+async def _read_body(
+    reader: asyncio.StreamReader, headers: dict[str, str], limit: int = _MAX_BODY_BYTES
+) -> bytes:
     if "content-length" not in headers:
         raise _Refusal(411, "Content-Length required")
     try:
         length = int(headers["content-length"])
     except ValueError:
         raise _Refusal(400, "bad Content-Length") from None
-    if not 0 <= length <= _MAX_BODY_BYTES:
+    if not 0 <= length <= limit:
         raise _Refusal(413, "body too large")
-    body = await reader.readexactly(length)
+    return await reader.readexactly(length)
+
+
+async def _read_payloads(reader: asyncio.StreamReader, headers: dict[str, str]) -> Payloads:
+    body = await _read_body(reader, headers)
     payloads = Payloads()
     try:
         json_format.Parse(body, payloads, ignore_unknown_fields=True)
@@ -250,12 +301,18 @@ async def _read_payloads(reader: asyncio.StreamReader, headers: dict[str, str]) 
 async def _respond(
     writer: asyncio.StreamWriter,
     status: int,
-    answer: dict[str, Any] | None,
+    answer: dict[str, Any] | str | None,
     headers: dict[str, str] | None = None,
 ) -> None:
-    body = b"" if answer is None else json.dumps(answer).encode()
+    """JSON for a dict, an HTML page for a string, no body for None."""
     lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}"]
-    if answer is not None:
+    if answer is None:
+        body = b""
+    elif isinstance(answer, str):
+        body = answer.encode()
+        lines.append("Content-Type: text/html; charset=utf-8")
+    else:
+        body = json.dumps(answer).encode()
         lines.append("Content-Type: application/json")
     lines += [f"Content-Length: {len(body)}", "Connection: close", "Cache-Control: no-store"]
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]

@@ -26,7 +26,7 @@ import pytest_asyncio
 from temporalio.api.common.v1 import Payload
 
 from config.codec import EncryptionCodec, PayloadKey
-from starter.codec_server import CodecServer
+from starter.codec_server import SESSION_COOKIE, CodecServer
 from tests.reliability.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,6 +114,35 @@ async def test_callers_without_the_token_are_refused(
         assert answer.headers["access-control-allow-origin"] == UI  # the UI can show why
         assert set(answer.json()) == {"error"}
         assert "Zyxwv" not in answer.text
+
+
+async def test_a_browser_signs_in_once_and_the_ui_decodes_with_its_cookie(
+    server: httpx.AsyncClient, codec: EncryptionCodec
+) -> None:
+    """The Temporal UI cannot send our token; with "Include cross-origin credentials" it
+    sends the cookie that /login set in the same browser."""
+    form = await server.get("/login")
+    assert form.status_code == 200 and 'name="token"' in form.text
+    wrong = await server.post("/login", data={"token": "guess"})
+    assert wrong.status_code == 401 and "set-cookie" not in wrong.headers
+    signed_in = await server.post("/login", data={"token": TOKEN})
+    assert signed_in.status_code == 200
+    cookie = signed_in.headers["set-cookie"]
+    assert cookie.startswith(f"{SESSION_COOKIE}=") and TOKEN not in cookie
+    assert {"HttpOnly", "SameSite=Strict", "Path=/"} <= {p.strip() for p in cookie.split(";")}
+    session = cookie.split(";")[0].split("=", 1)[1]
+    body = await sealed(codec)
+    ui = {"Origin": UI, "X-Namespace": "billing", "Cookie": f"{SESSION_COOKIE}={session}"}
+    answer = await server.post("/decode", json=body, headers=ui)
+    assert answer.status_code == 200 and answer.headers["access-control-allow-origin"] == UI
+    assert [from_json(p) for p in answer.json()["payloads"]] == [plain(), plain()]
+    other = "1" if session[-1] == "0" else "0"
+    forged = ui | {"Cookie": f"{SESSION_COOKIE}={session[:-1]}{other}"}
+    assert (await server.post("/decode", json=body, headers=forged)).status_code == 401
+    behind_tls = await server.post(
+        "/login", data={"token": TOKEN}, headers={"X-Forwarded-Proto": "https"}
+    )
+    assert "Secure" in behind_tls.headers["set-cookie"]
 
 
 async def test_another_namespace_is_refused(
