@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import os
 import re
 import sys
@@ -35,6 +36,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from billing.models import AdjustmentMode, Invoice, InvoiceStatus, UsageEvent
+from config.binaries import temporal_cli
 from config.codec import ENCODING, EncryptionCodec, data_converter, payload_codec
 from config.settings import Settings
 from config.temporal import connect
@@ -355,6 +357,41 @@ async def test_the_codec_server_shows_the_history_in_clear(period: EncryptedPeri
         if marker not in (CUSTOMER_NAME, CUSTOMER_EMAIL):  # never put in a history at all
             assert marker in text, marker
     assert "attempt 1 failed" in text  # the failed webhook attempt's sealed message
+
+
+async def test_the_temporal_cli_decodes_through_the_codec_server(
+    period: EncryptedPeriod, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Temporal's own client of the remote codec protocol, against our server."""
+    codec = payload_codec(settings(period.address, KEY_A))
+    assert codec is not None
+
+    async def show(server: CodecServer, *auth: str) -> tuple[int, str]:
+        process = await asyncio.create_subprocess_exec(
+            str(temporal_cli()),
+            *("workflow", "show", "--workflow-id", period.history.workflow_id),
+            *("--address", period.address, "--output", "json"),
+            *("--codec-endpoint", server.url, *auth),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(process.communicate(), 60)
+        return process.returncode or 0, out.decode()
+
+    caplog.set_level(logging.INFO, logger="billing.codec_server")
+    async with CodecServer(codec, token=TOKEN, namespace="default") as server:
+        code, shown = await show(server, "--codec-auth", f"Bearer {TOKEN}")
+        refused_code, refused = await show(server)
+    assert code == 0, shown
+    decoded = "\n".join(
+        base64.b64decode(data).decode("utf-8", "replace")
+        for data in re.findall(r'"([A-Za-z0-9+/]{8,}={0,2})"', shown)
+        if len(data) % 4 == 0
+    )
+    assert SEATS_NAME in decoded and REGION in decoded  # the payloads' JSON, in clear
+    assert "binary/encrypted" not in decoded
+    assert refused_code != 0 and SEATS_NAME not in refused
+    assert "codec POST /decode -> 401" in caplog.text
 
 
 async def test_a_history_replays_after_the_key_is_rotated(
