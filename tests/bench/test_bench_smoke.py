@@ -34,9 +34,11 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "idle": {"p50_ms", "p99_ms"},
         "during_close": {"p50_ms", "p99_ms"},
     },
+    "codec": {"top": {"payloads_per_period", "encode_us_per_period_median"}},
     "memory": {
         "top": {"worker", "memory", "history"},
-        "memory": {"worker_rss_before_kib", "points"},
+        "codec": {"top": {"payloads_per_period", "encode_us_per_period_median"}},
+    "memory": {"worker_rss_before_kib", "points"},
         "history": {"current_run_history_events", "runs", "usage_events"},
     },
 }
