@@ -213,3 +213,34 @@ def test_commands_refuse_bad_keys_at_start(command: list[str], tmp_path: Path) -
     )
     assert "Traceback" not in result.stderr and SHORT not in result.stderr + result.stdout
     assert not (tmp_path / "temporal.db").exists()  # `billing dev` started nothing
+
+
+async def test_the_worker_says_which_key_encrypts_and_never_the_key(
+    dev_env: WorkflowEnvironment, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+    import logging
+
+    from store.db import upgrade
+    from worker import run_worker
+
+    caplog.set_level(logging.DEBUG)
+    worker_settings = settings(
+        TEMPORAL_ADDRESS=dev_env.client.service_client.config.target_host,
+        BILLING_TASK_QUEUE=f"keys-{os.getpid()}-{id(tmp_path)}",
+        BILLING_DATABASE_URL=f"sqlite:///{tmp_path / 'billing.db'}",
+        BILLING_PAYLOAD_KEYS=f"k2:{SECRET_B},k1:{SECRET_A}",
+    )
+    upgrade(worker_settings.database_url)
+    stop = asyncio.Event()
+    running = asyncio.create_task(run_worker(worker_settings, stop=stop))
+    try:
+        for _ in range(200):
+            if "worker polling" in caplog.text:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+    await asyncio.wait_for(running, timeout=30)
+    assert "payloads encrypted with key 'k2' (2 keys to read)" in caplog.text
+    assert SECRET_A not in caplog.text and SECRET_B not in caplog.text
