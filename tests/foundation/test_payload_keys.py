@@ -244,3 +244,27 @@ async def test_the_worker_says_which_key_encrypts_and_never_the_key(
     await asyncio.wait_for(running, timeout=30)
     assert "payloads encrypted with key 'k2' (2 keys to read)" in caplog.text
     assert SECRET_A not in caplog.text and SECRET_B not in caplog.text
+
+
+async def test_histories_in_clear_replay_once_encryption_is_on() -> None:
+    """Periods running when encryption is turned on continue: their clear payloads decode."""
+    from collections.abc import AsyncIterator
+
+    from temporalio.client import WorkflowHistory
+    from temporalio.worker import Replayer
+
+    from tests.workflows.test_replay import HISTORY_FILES, WORKFLOWS, load
+    from worker import workflow_runner
+
+    async def histories() -> AsyncIterator[WorkflowHistory]:
+        for path in HISTORY_FILES:
+            yield load(path)
+
+    replayer = Replayer(
+        workflows=WORKFLOWS,
+        data_converter=data_converter(settings(BILLING_PAYLOAD_KEYS=f"k1:{SECRET_A}")),
+        workflow_runner=workflow_runner(False),
+    )
+    results = await replayer.replay_workflows(histories(), raise_on_replay_failure=False)
+    assert len(HISTORY_FILES) >= 6
+    assert {run: str(f) for run, f in results.replay_failures.items() if f} == {}
