@@ -88,6 +88,7 @@ class CodecServer:
         token: str,
         namespace: str,
         origins: Sequence[str] = (),
+        request_seconds: float = 30.0,
     ) -> None:
         if not token:
             raise ValueError("the codec server needs a token (BILLING_CODEC_SERVER_TOKEN)")
@@ -97,6 +98,7 @@ class CodecServer:
         self._session = hmac.new(self._token, b"codec session", hashlib.sha256).hexdigest()
         self._namespace = namespace
         self._origins = frozenset(origin.rstrip("/") for origin in origins if origin)
+        self._request_seconds = request_seconds
         self._server: asyncio.Server | None = None
         self._host = ""
         self._port = 0
@@ -142,8 +144,15 @@ class CodecServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            await self._serve_one(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            # A caller that stops sending must not hold a connection (and stop()) forever.
+            async with asyncio.timeout(self._request_seconds):
+                await self._serve_one(reader, writer)
+        except (
+            ConnectionError,
+            TimeoutError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+        ):
             pass
         finally:
             writer.close()

@@ -209,6 +209,15 @@ async def test_payloads_of_an_unknown_key_are_refused_by_name(server: httpx.Asyn
     assert answer.status_code == 400 and "'k9'" in answer.json()["error"]
 
 
+async def test_a_silent_caller_is_cut_off(codec: EncryptionCodec) -> None:
+    async with CodecServer(codec, token=TOKEN, namespace="billing", request_seconds=0.3) as running:
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        writer.write(b"POST /decode HTTP/1.1\r\n")  # ... and nothing more
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), timeout=5) == b""  # closed by the server
+        writer.close()
+
+
 async def test_health_and_unknown_routes(server: httpx.AsyncClient) -> None:
     assert (await server.get("/health")).status_code == 200
     assert (await server.post("/nothing", json={}, headers=authorised())).status_code == 404
