@@ -37,8 +37,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "codec": {"top": {"payloads_per_period", "encode_us_per_period_median"}},
     "memory": {
         "top": {"worker", "memory", "history"},
-        "codec": {"top": {"payloads_per_period", "encode_us_per_period_median"}},
-    "memory": {"worker_rss_before_kib", "points"},
+        "memory": {"worker_rss_before_kib", "points"},
         "history": {"current_run_history_events", "runs", "usage_events"},
     },
 }
