@@ -35,6 +35,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.invoices import InvoiceActivities
 from activities.launcher import LauncherActivities
 from activities.webhooks import WebhookActivities
+from config.codec import EncryptionCodec
 from config.logging_setup import configure_logging
 from config.settings import WORKFLOW_TASK_SLOTS, Settings
 from config.temporal import connect
@@ -270,11 +271,16 @@ async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -
                 workflow_sandbox=settings.workflow_sandbox,
                 workflow_task_slots=settings.workflow_task_slots,
             )
+            codec = client.data_converter.payload_codec
             log.info(
-                "worker polling task queue %r at %s (namespace %s)",
+                "worker polling task queue %r at %s (namespace %s); payloads %s",
                 settings.task_queue,
                 settings.temporal_address,
                 settings.temporal_namespace,
+                # Key ids only: they name keys, they are not secret.
+                f"encrypted with key {codec.key_ids[0]!r} ({len(codec.key_ids)} keys to read)"
+                if isinstance(codec, EncryptionCodec)
+                else "in clear (BILLING_PAYLOAD_KEYS unset)",
             )
             async with worker:
                 await stop.wait()

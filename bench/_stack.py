@@ -28,9 +28,10 @@ from urllib.parse import quote
 import sqlalchemy
 from sqlalchemy import text
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from config.binaries import temporal_cli
+from config.codec import data_converter
+from config.settings import Settings
 from config.temporal import dev_server_search_attribute_flags
 from services.catalog import load_catalog
 from store.db import make_engine, upgrade
@@ -85,6 +86,8 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "load_average_at_start": load_average(),
+        # BILLING_PAYLOAD_KEYS set: every client and worker of the bench encrypts payloads.
+        "payload_encryption": data_converter(Settings()).payload_codec is not None,
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
@@ -376,7 +379,8 @@ async def _connect(address: str, process: subprocess.Popen[bytes]) -> Client:
             stderr = process.stderr.read().decode() if process.stderr else ""
             raise RuntimeError(f"dev server exited ({process.returncode}): {stderr[-2000:]}")
         try:
-            return await Client.connect(address, data_converter=pydantic_data_converter)
+            # The product's converter: encrypted when BILLING_PAYLOAD_KEYS is set.
+            return await Client.connect(address, data_converter=data_converter(Settings()))
         except Exception:
             if time.monotonic() > deadline:
                 raise

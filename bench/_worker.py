@@ -16,8 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
+from config.codec import data_converter
+from config.settings import Settings
 from store.db import make_engine
 from worker import ACTIVITY_THREADS, build_worker, expose_metrics, tune_garbage_collection
 
@@ -29,7 +30,8 @@ async def serve(args: argparse.Namespace) -> None:
         loop.add_signal_handler(signum, stop.set)
     if args.metrics_port:
         expose_metrics(f"127.0.0.1:{args.metrics_port}")
-    client = await Client.connect(args.address, data_converter=pydantic_data_converter)
+    # As config.temporal.connect: encrypted payloads when BILLING_PAYLOAD_KEYS is set.
+    client = await Client.connect(args.address, data_converter=data_converter(Settings()))
     engine = make_engine(args.database_url, pool_size=ACTIVITY_THREADS)  # as run_worker
     if not args.default_gc:
         tune_garbage_collection()  # as worker.run_worker does

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["DEFAULT_TASK_QUEUE", "Settings"]
@@ -51,6 +51,24 @@ class Settings(BaseSettings):
     workflow_task_slots: int = Field(
         default=WORKFLOW_TASK_SLOTS, ge=2, alias="BILLING_WORKFLOW_TASK_SLOTS"
     )
+    # Payload encryption (config/codec.py): "KEY_ID:BASE64_KEY,..." newest first, or a file
+    # in the same format. Unset: payloads are stored in clear.
+    payload_keys: SecretStr | None = Field(default=None, alias="BILLING_PAYLOAD_KEYS")
+    payload_keys_file: Path | None = Field(default=None, alias="BILLING_PAYLOAD_KEYS_FILE")
+    # `billing codec-server`: the bearer token callers present, and the Temporal UI
+    # origins (comma-separated) whose browsers may call it.
+    codec_server_token: SecretStr | None = Field(default=None, alias="BILLING_CODEC_SERVER_TOKEN")
+    codec_server_port: int = Field(default=8081, alias="BILLING_CODEC_SERVER_PORT")
+    codec_server_origins: str = Field(
+        default="http://localhost:8233,http://127.0.0.1:8233",
+        alias="BILLING_CODEC_SERVER_ORIGINS",
+    )
+
+    @field_validator("payload_keys", "payload_keys_file", "codec_server_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # Compose passes `${VAR:-}` as an empty string when the operator sets nothing.
+        return None if isinstance(value, str) and not value.strip() else value
 
     @cached_property
     def database_url(self) -> str:

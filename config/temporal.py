@@ -1,6 +1,7 @@
 """The one Temporal client factory used by the worker, the CLI and the tests.
 
-Always the pydantic data converter: the default converter cannot encode ``Decimal``.
+Always the pydantic data converter (the default converter cannot encode ``Decimal``),
+followed by the encryption codec when payload keys are configured (config/codec.py).
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ from temporalio.api.operatorservice.v1 import (
 )
 from temporalio.client import Client
 from temporalio.common import SearchAttributeIndexedValueType as IndexType
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
+from config.codec import data_converter
 from config.settings import Settings
 from workflows import search_attributes
 
@@ -30,8 +31,13 @@ _CLI_TYPES = {
 
 
 async def connect(settings: Settings | None = None) -> Client:
-    """Connect to ``TEMPORAL_ADDRESS`` with TLS or an API key when configured."""
+    """Connect to ``TEMPORAL_ADDRESS`` with TLS or an API key when configured.
+
+    Payloads are encrypted when ``BILLING_PAYLOAD_KEYS`` (or ``_FILE``) is set; unusable
+    keys raise :class:`config.codec.PayloadKeyError` before any connection is made.
+    """
     settings = settings or Settings()
+    converter = data_converter(settings)
     tls: TLSConfig | bool = settings.temporal_tls
     if settings.temporal_tls_cert and settings.temporal_tls_key:
         tls = TLSConfig(
@@ -42,7 +48,7 @@ async def connect(settings: Settings | None = None) -> Client:
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
-        data_converter=pydantic_data_converter,
+        data_converter=converter,
         tls=tls if api_key is None else (tls or True),
         api_key=api_key,
     )

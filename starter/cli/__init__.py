@@ -2,7 +2,8 @@
 
 A thin layer over :class:`starter.client.BillingClient`: one module per command group
 (``period``, ``usage``, ``fee``, ``invoice``, ``coupon``, ``wallet``, ``webhook``,
-``schedule``, and ``stack`` for dev, worker, db, catalog and schema). Commands parse
+``schedule``, ``codec`` for codec-server, and ``stack`` for dev, worker, db, catalog and
+schema). Commands parse
 flags, call the client and print; they never reach the store or Temporal themselves.
 
 Exit codes scripts can trust: 0 success, 1 the operation was refused or failed
@@ -16,7 +17,18 @@ import sys
 
 import click
 
-from starter.cli import coupon, fee, invoice, period, schedule, stack, usage, wallet, webhook
+from starter.cli import (
+    codec,
+    coupon,
+    fee,
+    invoice,
+    period,
+    schedule,
+    stack,
+    usage,
+    wallet,
+    webhook,
+)
 from starter.cli._common import EXIT_REFUSED
 
 __all__ = ["cli", "main"]
@@ -41,6 +53,7 @@ for command in (
     wallet.wallet,
     webhook.webhook,
     schedule.schedule,
+    codec.codec_server,
     stack.schema,
 ):
     cli.add_command(command)

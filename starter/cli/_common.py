@@ -28,6 +28,7 @@ __all__ = [
     "DECIMAL",
     "EXIT_REFUSED",
     "EXIT_USAGE",
+    "check_payload_keys",
     "fail",
     "first_day",
     "invoice_json_option",
@@ -86,6 +87,16 @@ def first_day(value: datetime | None) -> date | None:
     return None if value is None else value.date()
 
 
+def check_payload_keys(settings: Settings) -> None:
+    """Exit 2 with the reason when the payload keys are unusable (before anything starts)."""
+    from config.codec import PayloadKeyError, payload_codec
+
+    try:
+        payload_codec(settings)
+    except PayloadKeyError as err:
+        fail(str(err), EXIT_USAGE)
+
+
 def run(work: Callable[[BillingClient], Awaitable[T]]) -> T:
     """Connect, run ``work`` with a :class:`BillingClient`, close; errors exit 1 (or 2)."""
     from starter.errors import BillingClientError, InvalidRequest
@@ -96,6 +107,7 @@ def run(work: Callable[[BillingClient], Awaitable[T]]) -> T:
         from store.db import make_engine
 
         settings = Settings()
+        check_payload_keys(settings)
         engine = make_engine(settings.database_url)
         try:
             try:

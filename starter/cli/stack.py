@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from config.settings import Settings
-from starter.cli._common import EXIT_USAGE, fail, local
+from starter.cli._common import EXIT_USAGE, check_payload_keys, fail, local
 
 
 @click.command()
@@ -19,6 +19,7 @@ def dev(demo: bool, exit_after_demo: bool) -> None:
     """Run the embedded stack: Temporal dev server + UI, database, webhook sink, worker."""
     from starter.dev import DevStackError, run_dev
 
+    check_payload_keys(Settings())
     after_start = None
     if demo:
         from starter.demo import run_demo
@@ -39,6 +40,7 @@ def worker(processes: int) -> None:
     """Run worker processes against TEMPORAL_ADDRESS (SIGINT/SIGTERM stop them cleanly)."""
     from worker import run_workers
 
+    check_payload_keys(Settings())
     sys.exit(run_workers(processes))
 
 

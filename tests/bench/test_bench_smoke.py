@@ -45,6 +45,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         },
         "check": {"subscriptions_with_one_finalized_invoice", "subscriptions_with_one_webhook"},
     },
+    "codec": {"top": {"payloads_per_period", "encode_us_per_period_median"}},
     "memory": {
         "top": {"worker", "memory", "history"},
         "memory": {"worker_rss_before_kib", "points"},

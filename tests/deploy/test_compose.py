@@ -30,7 +30,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 
 TEMPORAL_SERVICES = {"temporal-db", "temporal-schema", "temporal", "temporal-setup", "temporal-ui"}
-APP_SERVICES = {"migrate", "worker", "webhook-sink"}
+APP_SERVICES = {"migrate", "worker", "webhook-sink", "codec-server"}
 EXPECTED_SERVICES = TEMPORAL_SERVICES | APP_SERVICES | {"billing-db"}
 ONE_SHOTS = {"temporal-schema", "temporal-setup", "migrate"}
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
@@ -44,7 +44,15 @@ REQUIRED_ENV = {
         "BILLING_DATABASE_URL",
     },
     "webhook-sink": {"BILLING_WEBHOOK_SECRET"},
+    "codec-server": {
+        "TEMPORAL_NAMESPACE",
+        "BILLING_PAYLOAD_KEYS",
+        "BILLING_CODEC_SERVER_TOKEN",
+        "BILLING_CODEC_SERVER_ORIGINS",
+    },
 }
+# Secrets only the services that use them get (the migration never sees payload keys).
+WORKER_ONLY_ENV = {"BILLING_METRICS_PORT", "BILLING_PAYLOAD_KEYS"}
 EXTRA_APP_ENV = {"BILLING_WEBHOOK_SECRET"}  # read by starter.dev, services.catalog, the sink
 CLI_TYPES = {
     IndexType.KEYWORD: "Keyword",
@@ -229,7 +237,12 @@ def host_ports(service: Mapping[str, Any]) -> list[int]:
 
 def test_published_ports(services: dict[str, dict[str, Any]]) -> None:
     published = {name: host_ports(s) for name, s in services.items() if host_ports(s)}
-    assert published == {"temporal": [7233], "temporal-ui": [8080], "webhook-sink": [8765]}
+    assert published == {
+        "temporal": [7233],
+        "temporal-ui": [8080],
+        "webhook-sink": [8765],
+        "codec-server": [8081],
+    }
     # The databases are reachable only inside the compose network.
     assert "ports" not in services["temporal-db"] and "ports" not in services["billing-db"]
     sink_args = as_argv(services["webhook-sink"]["command"])
@@ -325,7 +338,7 @@ def test_app_environment_points_at_compose_services(services: dict[str, dict[str
         db_env = environment(services[host])
         assert (user, database) == (db_env["POSTGRES_USER"], db_env["POSTGRES_DB"])
     assert environment(services["migrate"]) == {
-        k: v for k, v in environment(services["worker"]).items() if k != "BILLING_METRICS_PORT"
+        k: v for k, v in environment(services["worker"]).items() if k not in WORKER_ONLY_ENV
     }, "migrate and worker must agree on the database and Temporal settings"
     queue = environment(services["worker"])["BILLING_TASK_QUEUE"]
     assert queue == Settings.model_fields["task_queue"].default, "the CLI's default queue"
@@ -416,3 +429,25 @@ def test_temporal_follows_the_postgres_layout(services: dict[str, dict[str, Any]
     }
     assert len(versions) == 1, f"server and admin-tools versions differ: {versions}"
     assert environment(services["temporal-ui"])["TEMPORAL_ADDRESS"] == "temporal:7233"
+
+
+def test_payload_keys_reach_only_the_services_that_use_them(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    with_keys = {name for name, s in services.items() if "BILLING_PAYLOAD_KEYS" in environment(s)}
+    assert with_keys == {"worker", "codec-server"}
+    # Unset by the operator: payloads in clear, and the settings still parse.
+    assert Settings(**environment(services["worker"])).payload_keys is None  # type: ignore[arg-type]
+
+
+def test_the_codec_server_is_reachable_by_the_ui(services: dict[str, dict[str, Any]]) -> None:
+    codec = services["codec-server"]
+    assert codec.get("profiles") == ["codec"], "started on purpose, once the keys are set"
+    args = as_argv(codec["command"])
+    assert resolve_billing_command(args).name == "codec-server"
+    assert args[args.index("--host") + 1] == "0.0.0.0"
+    port = int(args[args.index("--port") + 1])
+    assert host_ports(codec) == [port]
+    assert f"127.0.0.1:{port}/health" in " ".join(codec["healthcheck"]["test"])
+    origin = environment(codec)["BILLING_CODEC_SERVER_ORIGINS"]
+    assert origin == f"http://localhost:{host_ports(services['temporal-ui'])[0]}"
