@@ -65,6 +65,7 @@ from _stack import (
     bounded_gather,
     dev_server,
     finish,
+    free_port,
     fresh_schema,
     load_bench_catalog,
     machine,
@@ -92,7 +93,6 @@ from workflows.messages import AddUsage, BillingPeriodInput
 
 JANUARY = (datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC))
 MARCH = (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))
-METRICS_PORT = 9470  # worker process i serves Prometheus metrics on METRICS_PORT + i
 START_CONCURRENCY = 100  # workflow starts in flight from the bench's client
 
 
@@ -241,7 +241,8 @@ async def run_close(
                     client,
                     url,
                     task_queue,
-                    [["--metrics-port", str(METRICS_PORT + i)] for i in range(worker_processes)],
+                    # Free ports: two benchmarks (or a test beside one) may run at once.
+                    [["--metrics-port", str(free_port())] for _ in range(worker_processes)],
                 )
             )
             cpu = CpuMeter(worker_cpu=pool.cpu_seconds)
