@@ -14,6 +14,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 
 from tests.e2e.conftest import Stack
+from tests.workflows.test_replay import replayer
 from workflows.commands import EDIT_PRIORITY_KEY
 
 SUB, START = "sub_sakura_starter", "2026-09-01"
@@ -66,6 +67,10 @@ async def test_fee_edit_gives_the_period_operator_priority_once(stack: Stack) ->
     assert [f["units"] for f in second["fees"] if f["code"] == "api_calls"] == ["8"]
     assert refreshed["status"] == "draft"
     assert await _options_updates(stack, WORKFLOW_ID) == 1
+
+    # The options event is the server's, not a command: the history still replays.
+    history = await stack.client.get_workflow_handle(WORKFLOW_ID).fetch_history()
+    await replayer(sandboxed=False).replay_workflow(history)
 
 
 async def test_edit_of_a_period_never_started_reports_it(stack: Stack) -> None:
