@@ -218,14 +218,20 @@ def summarise(
 
 
 async def wait_all(finish: Finish, timeout: float, progress: Callable[[], str]) -> None:
+    """Wait until every period is done (or ``timeout``), printing ``progress()`` every 15 s."""
+    await wait_until(finish.all_done, timeout, progress)
+
+
+async def wait_until(done: asyncio.Event, timeout: float, progress: Callable[[], str]) -> None:
+    """Wait for ``done`` at most ``timeout`` seconds, printing ``progress()`` every 15 s."""
     deadline = time.monotonic() + timeout
-    while not finish.all_done.is_set():
+    while not done.is_set():
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             print(f"  timeout after {timeout:.0f}s: {progress()}", flush=True)
             return
         try:
-            await asyncio.wait_for(finish.all_done.wait(), timeout=min(15.0, remaining))
+            await asyncio.wait_for(done.wait(), timeout=min(15.0, remaining))
         except TimeoutError:
             print(f"  ... {progress()}", flush=True)
 

@@ -69,6 +69,7 @@ from _stack import (
     machine,
     percentile,
     stop_cleanly_on_sigterm,
+    wait_until,
     write_result,
 )
 from sqlalchemy import text
@@ -207,16 +208,9 @@ class Meter:
 
 
 async def wait_webhooks(state: Receiver, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not state.all_done.is_set():
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            print(f"  timeout after {timeout:.0f}s: {len(state.first):,} webhooks", flush=True)
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(state.all_done.wait(), timeout=min(15.0, remaining))
-        if not state.all_done.is_set():
-            print(f"  ... {len(state.first):,}/{state.expected:,} webhooks", flush=True)
+    await wait_until(
+        state.all_done, timeout, lambda: f"{len(state.first):,}/{state.expected:,} webhooks"
+    )
 
 
 # --------------------------------------------------------------------------- the run
