@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from billing.approval import ApprovalRules, InvoiceApproval
 from billing.decimals import PlainDecimal
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "FeeKind",
     "FinalizeZeroAmount",
     "Invoice",
+    "InvoicePreview",
     "InvoiceStatus",
     "Plan",
     "PlanInterval",
@@ -150,6 +152,7 @@ class BillingEntity(_Value):
     invoice_prefix: str = Field(min_length=1, max_length=20, pattern=r"^[A-Za-z0-9_-]+$")
     finalize_zero_amount_invoice: bool = True
     send_invoice_drafted_webhook: bool = False
+    approval: ApprovalRules | None = None  # when invoices wait for an operator
 
 
 class Customer(_Value):
@@ -161,6 +164,7 @@ class Customer(_Value):
     grace_period_days: int | None = Field(default=None, ge=0, le=365)
     tax_rate: PlainDecimal | None = Field(default=None, ge=0, le=100)  # percent
     finalize_zero_amount_invoice: FinalizeZeroAmount = FinalizeZeroAmount.INHERIT
+    approval: ApprovalRules | None = None  # replaces the billing entity's rules as a whole
 
 
 class BillableMetric(_Value):
@@ -291,6 +295,13 @@ class BillingContext(_Value):
     currency: str
 
     @property
+    def approval_rules(self) -> ApprovalRules | None:
+        """The customer's approval rules, else the billing entity's (None: no holds)."""
+        if self.customer.approval is not None:
+            return self.customer.approval
+        return self.billing_entity.approval
+
+    @property
     def charge_codes(self) -> list[str]:
         """The plan's charge codes, in plan order."""
         return [charge.code for charge in self.plan.charges]
@@ -418,3 +429,15 @@ class Invoice(_Value):
     prepaid_credit_amount_cents: int = 0
     total_amount_cents: int = 0
     tax_rate: PlainDecimal = Decimal("0")
+    # When the grace period ends (null once finalized or closed, and before a draft).
+    expected_finalization_at: datetime | None = None
+    # Where the invoice stands with its approval rules (null: not checked yet).
+    approval: InvoiceApproval | None = None
+
+
+class InvoicePreview(Invoice):
+    """The invoice as finalization would make it now: ``preview`` true, no number yet,
+    ``status`` what finalization would give (``finalized`` or ``closed``)."""
+
+    number: str | None = None  # type: ignore[assignment]
+    preview: Literal[True] = True

@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import Engine
 
 from billing.models import DeliveryStatus
+from billing.timeline import SYSTEM_ACTOR, TimelineKind
 from store.unit_of_work import UnitOfWork
 from store.webhooks import WebhookDelivery
 
@@ -51,6 +52,7 @@ def record_attempt(
     """Log one delivery attempt. ``final`` marks the last try: a failure becomes ``failed``.
 
     Once ``succeeded`` a delivery is settled: a late or repeated record changes nothing.
+    A delivery that succeeds or finally fails is written to the invoice timeline.
     """
     with UnitOfWork(engine) as uow:
         delivery = uow.webhooks.get(id)
@@ -64,6 +66,19 @@ def record_attempt(
             error=None if succeeded else (error or f"HTTP {http_status}")[:_MAX_ERROR_LENGTH],
             at=at,
         )
+        if status != "retrying":
+            invoice = uow.invoices.get(logged.invoice_id)
+            outcome = "delivered" if succeeded else f"failed ({logged.last_error})"
+            uow.timeline.record(
+                f"{invoice.id}/webhook/{id}/{logged.attempts}",
+                invoice.id,
+                TimelineKind.WEBHOOK_DELIVERED if succeeded else TimelineKind.WEBHOOK_FAILED,
+                at=at,
+                actor=SYSTEM_ACTOR,
+                summary=f"{logged.webhook_type} to {logged.endpoint_code} {outcome} after "
+                f"{logged.attempts} attempt(s)",
+                total_amount_cents=invoice.total_amount_cents,
+            )
         uow.commit()
         return logged
 

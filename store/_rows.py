@@ -89,6 +89,7 @@ def entity_model(row: BillingEntityRow) -> BillingEntity:
         invoice_prefix=row.invoice_prefix,
         finalize_zero_amount_invoice=row.finalize_zero_amount_invoice,
         send_invoice_drafted_webhook=row.send_invoice_drafted_webhook,
+        approval=row.approval,
     )
 
 
@@ -102,6 +103,7 @@ def customer_model(row: CustomerRow) -> Customer:
         grace_period_days=row.grace_period_days,
         tax_rate=row.tax_rate,
         finalize_zero_amount_invoice=FinalizeZeroAmount(row.finalize_zero_amount_invoice),
+        approval=row.approval,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
@@ -41,6 +42,11 @@ from store.schema import (
 )
 
 __all__ = ["CatalogRepository"]
+
+
+def _json_or_none(model: BaseModel | None) -> dict[str, Any] | None:
+    """A nested model as a JSON column's value (decimals as text, unset fields left out)."""
+    return None if model is None else model.model_dump(mode="json", exclude_none=True)
 
 
 class CatalogRepository:
@@ -141,7 +147,10 @@ class CatalogRepository:
         upsert(
             session,
             BillingEntityRow,
-            [entity.model_dump() for entity in catalog.billing_entities],
+            [
+                {**entity.model_dump(), "approval": _json_or_none(entity.approval)}
+                for entity in catalog.billing_entities
+            ],
             ["code"],
         )
         if catalog.billing_entities:
@@ -185,6 +194,7 @@ class CatalogRepository:
                 {
                     **customer.model_dump(),
                     "finalize_zero_amount_invoice": customer.finalize_zero_amount_invoice.value,
+                    "approval": _json_or_none(customer.approval),
                 }
                 for customer in catalog.customers
             ],

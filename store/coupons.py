@@ -71,16 +71,20 @@ class CouponRepository:
 
     def lock_active(self, customer_external_id: str) -> list[AppliedCoupon]:
         """The customer's active coupons in applied order, locked until commit."""
+        return self.active(customer_external_id, lock=True)
+
+    def active(self, customer_external_id: str, *, lock: bool = False) -> list[AppliedCoupon]:
+        """The customer's active coupons in applied order (``lock``: until commit)."""
         coupons = Base.metadata.tables[AppliedCouponRow.__tablename__]
-        rows = self._session.execute(
+        statement = (
             select(coupons)
             .where(
                 coupons.c.customer_external_id == customer_external_id,
                 coupons.c.status == "active",
             )
             .order_by(coupons.c.applied_order, coupons.c.id)
-            .with_for_update()
         )
+        rows = self._session.execute(statement.with_for_update() if lock else statement)
         return [applied_coupon_model(row) for row in rows]  # type: ignore[arg-type]
 
     # ----------------------------------------------------------------------- wallets

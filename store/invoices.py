@@ -12,9 +12,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy import Row, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from billing.approval import InvoiceApproval
 from billing.errors import NotFound
 from billing.invoicing import Totals
 from billing.models import (
@@ -26,7 +27,15 @@ from billing.models import (
     InvoiceStatus,
 )
 from store._rows import dialect_insert, utcnow
-from store.schema import AdjustedFeeRow, Base, FeeRow, InvoiceRow, InvoiceSequenceRow
+from store.schema import (
+    AdjustedFeeRow,
+    Base,
+    BillingEntityRow,
+    CustomerRow,
+    FeeRow,
+    InvoiceRow,
+    InvoiceSequenceRow,
+)
 
 __all__ = ["InvoiceRepository"]
 
@@ -44,6 +53,10 @@ _INVOICE_COLUMNS = tuple(_INVOICES.c[name] for name in _INVOICE_FIELDS)
 # Fee columns labelled apart from the invoice's (both have coupons/taxes amounts).
 _FEE_COLUMNS = tuple(_FEES.c[name].label(f"fee_{name}") for name in _FEE_FIELDS)
 _FEE_RETURNING = tuple(_FEES.c[name] for name in _FEE_FIELDS)
+
+
+def _approval_value(approval: InvoiceApproval | None) -> dict[str, Any] | None:
+    return None if approval is None else approval.model_dump(mode="json", exclude_none=True)
 
 
 def _fee_model(values: Mapping[Any, Any]) -> Fee:
@@ -189,9 +202,14 @@ class InvoiceRepository:
         context: BillingContext,
         period_start: datetime,
         period_end: datetime,
+        *,
+        drafted_at: datetime | None = None,
+        expected_finalization_at: datetime | None = None,
+        grace_period_fixed: bool = False,
     ) -> Invoice | None:
         """Insert an empty draft and return it; None when one exists for (subscription,
-        period start)."""
+        period start). ``drafted_at`` and ``expected_finalization_at`` bound its grace
+        period (``grace_period_fixed``: set by the period itself, not by the settings)."""
         now = utcnow()
         inserted = self._session.execute(
             dialect_insert(self._session, InvoiceRow)
@@ -217,6 +235,10 @@ class InvoiceRepository:
                     "prepaid_credit_amount_cents": 0,
                     "total_amount_cents": 0,
                     "tax_rate": 0,
+                    "drafted_at": drafted_at,
+                    "expected_finalization_at": expected_finalization_at,
+                    "grace_period_fixed": grace_period_fixed,
+                    "approval": None,
                     "created_at": now,
                     "updated_at": now,
                 }
@@ -308,6 +330,7 @@ class InvoiceRepository:
         issued_at: datetime,
         *,
         stored_fees: Sequence[Fee] | None = None,
+        approval: InvoiceApproval | None = None,
     ) -> Invoice:
         """Close an empty invoice: no number, nothing consumed."""
         return self._update(
@@ -318,6 +341,8 @@ class InvoiceRepository:
             number="",
             issuing_date=issued_at,
             tax_rate=tax_rate,
+            expected_finalization_at=None,
+            approval=_approval_value(approval),
         )
 
     def finalize(
@@ -329,6 +354,7 @@ class InvoiceRepository:
         issued_at: datetime,
         *,
         stored_fees: Sequence[Fee] | None = None,
+        approval: InvoiceApproval | None = None,
     ) -> Invoice:
         """Finalize the invoice with its final number and totals."""
         return self._update(
@@ -339,6 +365,84 @@ class InvoiceRepository:
             number=number,
             issuing_date=issued_at,
             tax_rate=tax_rate,
+            expected_finalization_at=None,
+            approval=_approval_value(approval),
+        )
+
+    def _set(self, invoice_id: str, **values: Any) -> Invoice:
+        """Change header columns of a draft (not its fees or totals); the invoice back."""
+        header = self._session.execute(
+            update(_INVOICES)
+            .where(_INVOICES.c.id == invoice_id)
+            .values(updated_at=utcnow(), **values)
+            .returning(*_INVOICE_COLUMNS)
+        ).one()
+        fees = self._session.execute(
+            select(*_FEE_RETURNING)
+            .where(_FEES.c.invoice_id == invoice_id)
+            .order_by(_FEES.c.position)
+        )
+        return _invoice_model(dict(header._mapping), [_fee_model(row._mapping) for row in fees])
+
+    def hold_for_approval(self, invoice_id: str, approval: InvoiceApproval) -> Invoice:
+        """Keep a draft waiting for approval (its status stays ``draft``)."""
+        return self._set(invoice_id, approval=_approval_value(approval))
+
+    def set_deadline(self, invoice_id: str, expected_finalization_at: datetime) -> Invoice:
+        """Move a draft's grace period end."""
+        return self._set(invoice_id, expected_finalization_at=expected_finalization_at)
+
+    def grace_period_start(self, invoice_id: str) -> tuple[datetime | None, bool]:
+        """When the draft's grace period began, and whether the period fixed its length."""
+        row = self._session.execute(
+            select(_INVOICES.c.drafted_at, _INVOICES.c.grace_period_fixed).where(
+                _INVOICES.c.id == invoice_id
+            )
+        ).one()
+        return row.drafted_at, bool(row.grace_period_fixed)
+
+    def running_drafts_with_grace_periods(self) -> list[Row[Any]]:
+        """Drafts not held, not fixed, drafted on this release: with their grace period days
+        as the settings give them now (the customer's, else the billing entity's)."""
+        customers = CustomerRow.__table__
+        entities = BillingEntityRow.__table__
+        statement = (
+            select(
+                _INVOICES.c.id.label("invoice_id"),
+                _INVOICES.c.subscription_external_id,
+                _INVOICES.c.period_start,
+                _INVOICES.c.drafted_at,
+                _INVOICES.c.expected_finalization_at,
+                _INVOICES.c.approval,
+                func.coalesce(customers.c.grace_period_days, entities.c.grace_period_days).label(
+                    "grace_period_days"
+                ),
+            )
+            .join(customers, customers.c.external_id == _INVOICES.c.customer_external_id)
+            .join(entities, entities.c.code == customers.c.billing_entity_code)
+            .where(
+                _INVOICES.c.status == InvoiceStatus.DRAFT.value,
+                _INVOICES.c.drafted_at.is_not(None),
+                _INVOICES.c.grace_period_fixed.is_(False),
+            )
+            .order_by(_INVOICES.c.drafted_at, _INVOICES.c.id)
+        )
+        rows: Sequence[Row[Any]] = self._session.execute(statement).all()  # type: ignore[assignment]
+        return [row for row in rows if not row.approval or row.approval.get("status") != "required"]
+
+    def previous_finalized_total(
+        self, subscription_external_id: str, period_start: datetime
+    ) -> int | None:
+        """The total of the subscription's latest finalized invoice before ``period_start``."""
+        return self._session.scalar(
+            select(_INVOICES.c.total_amount_cents)
+            .where(
+                _INVOICES.c.subscription_external_id == subscription_external_id,
+                _INVOICES.c.period_start < period_start,
+                _INVOICES.c.status == InvoiceStatus.FINALIZED.value,
+            )
+            .order_by(_INVOICES.c.period_start.desc())
+            .limit(1)
         )
 
     def next_number(self, billing_entity_code: str) -> int:

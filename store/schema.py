@@ -46,6 +46,7 @@ __all__ = [
     "FeeRow",
     "InvoiceRow",
     "InvoiceSequenceRow",
+    "InvoiceTimelineRow",
     "PlanRow",
     "RejectedEventRow",
     "RejectedInputRow",
@@ -90,6 +91,7 @@ class BillingEntityRow(Base):
     invoice_prefix: Mapped[str] = mapped_column(String(20))
     finalize_zero_amount_invoice: Mapped[bool] = mapped_column(Boolean)
     send_invoice_drafted_webhook: Mapped[bool] = mapped_column(Boolean)
+    approval: Mapped[dict[str, Any] | None] = mapped_column(Json)  # billing.approval.ApprovalRules
 
 
 class CustomerRow(Base):
@@ -103,6 +105,7 @@ class CustomerRow(Base):
     grace_period_days: Mapped[int | None]
     tax_rate: Mapped[Decimal | None]
     finalize_zero_amount_invoice: Mapped[str] = mapped_column(String(16))
+    approval: Mapped[dict[str, Any] | None] = mapped_column(Json)  # replaces the entity's
 
 
 class BillableMetricRow(Base):
@@ -304,6 +307,15 @@ class InvoiceRow(Base):
     prepaid_credit_amount_cents: Mapped[int] = mapped_column(BigInteger)
     total_amount_cents: Mapped[int] = mapped_column(BigInteger)
     tax_rate: Mapped[Decimal]
+    # The grace period: from ``drafted_at`` (the workflow's clock) to
+    # ``expected_finalization_at``; ``grace_period_fixed``: set by the period's own start
+    # input (tests, demos), so catalog changes do not move it.
+    drafted_at: Mapped[datetime | None]
+    expected_finalization_at: Mapped[datetime | None]
+    grace_period_fixed: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    approval: Mapped[dict[str, Any] | None] = mapped_column(
+        Json
+    )  # billing.approval.InvoiceApproval
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -319,6 +331,27 @@ class InvoiceRow(Base):
             sqlite_where=text("status = 'finalized'"),
         ),
     )
+
+
+class InvoiceTimelineRow(Base):
+    """One change of an invoice (billing.timeline), written with the change itself.
+
+    No foreign key to ``invoices``: refusals before the draft exists are kept under the
+    period's invoice id. ``key`` makes a retried step record its change once.
+    """
+
+    __tablename__ = "invoice_timeline"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(300), unique=True)
+    invoice_id: Mapped[str] = mapped_column(String(36))
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(200))
+    summary: Mapped[str] = mapped_column(Text)
+    total_amount_cents: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_invoice_timeline_invoice_id_id", "invoice_id", "id"),)
 
 
 class FeeRow(Base):

@@ -23,6 +23,7 @@ from store.catalog import CatalogRepository
 from store.coupons import CouponRepository
 from store.invoices import InvoiceRepository
 from store.rejections import RejectionRepository
+from store.timeline import TimelineRepository
 from store.usage import UsageRepository
 from store.webhooks import WebhookRepository
 
@@ -36,6 +37,7 @@ class UnitOfWork:
     coupons: CouponRepository
     invoices: InvoiceRepository
     rejections: RejectionRepository
+    timeline: TimelineRepository
     usage: UsageRepository
     webhooks: WebhookRepository
 
@@ -49,6 +51,7 @@ class UnitOfWork:
         self.coupons = CouponRepository(self._session)
         self.invoices = InvoiceRepository(self._session)
         self.rejections = RejectionRepository(self._session)
+        self.timeline = TimelineRepository(self._session)
         self.usage = UsageRepository(self._session)
         self.webhooks = WebhookRepository(self._session)
         return self

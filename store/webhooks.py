@@ -25,6 +25,7 @@ from store._rows import dialect_insert
 from store.schema import WebhookDeliveryRow, WebhookEndpointRow
 
 __all__ = [
+    "INVOICE_APPROVAL_REQUIRED",
     "INVOICE_CREATED",
     "INVOICE_DRAFTED",
     "WebhookDelivery",
@@ -35,6 +36,7 @@ __all__ = [
 
 INVOICE_CREATED = "invoice.created"
 INVOICE_DRAFTED = "invoice.drafted"
+INVOICE_APPROVAL_REQUIRED = "invoice.approval_required"
 _DELIVERY_NAMESPACE = uuid.UUID("6f1c1f55-8d0e-4a43-9d39-6f3f0c4a7b21")
 
 

@@ -14,9 +14,15 @@ signal (fire and forget)  update (waits for a result)  what it does
 ``remove_fee_adjustment`` ``remove_fee_adjustment_sync`` restore a computed fee
 ``refresh_invoice``       ``refresh_invoice_sync``     recompute the draft
 ``finalize_invoice``      ``finalize_invoice_sync``    end the grace period now
+``approve_invoice``       ``approve_invoice_sync``     finalize a held invoice (approval)
+``recompute_grace_period``                             follow a changed grace period setting
 ========================  ===========================  =====================================
 
-Queries: ``invoice`` (:class:`PeriodView`) and ``rejections`` (list of :class:`RejectedInput`).
+Every mutation takes an optional ``requested_by``: who asked (a person or a system's
+name), written to the invoice timeline.
+
+Queries: ``invoice`` (:class:`PeriodView`), ``preview`` (the invoice finalization would
+make) and ``rejections`` (list of :class:`RejectedInput`).
 An ``add_usage_sync`` update returns a :class:`billing.models.UsageReceipt`.
 """
 
@@ -40,11 +46,13 @@ from billing.models import (
 __all__ = [
     "MAX_USAGE_BATCH",
     "AddUsage",
+    "ApproveInvoice",
     "BillingPeriodInput",
     "EditFee",
     "FinalizeInvoice",
     "PeriodPhase",
     "PeriodView",
+    "RecomputeGracePeriod",
     "RefreshInvoice",
     "RejectedInput",
     "RemoveFeeAdjustment",
@@ -59,9 +67,16 @@ class _Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class _Mutation(_Message):
+    """A change someone asks for; ``requested_by`` names them in the invoice timeline."""
+
+    requested_by: str | None = Field(default=None, min_length=1, max_length=200)
+
+
 class PeriodPhase(StrEnum):  # what each phase accepts: workflows.phases
     OPEN = "open"  # before period end: usage accepted, no invoice yet
     DRAFT = "draft"  # grace period: usage, edits, refresh, finalize-now
+    AWAITING_APPROVAL = "awaiting_approval"  # held by an approval rule; the invoice is a draft
     FINALIZING = "finalizing"
     FINALIZED = "finalized"
     CLOSED = "closed"  # empty invoice skipped: no number, no webhook
@@ -93,13 +108,13 @@ class BillingPeriodInput(_Message):
         return self
 
 
-class AddUsage(_Message):
+class AddUsage(_Mutation):
     """A batch of usage events for this period (at most ``MAX_USAGE_BATCH``)."""
 
     events: list[UsageEvent] = Field(min_length=1, max_length=MAX_USAGE_BATCH)
 
 
-class EditFee(_Message):
+class EditFee(_Mutation):
     """An operator's fee edit on the draft (Lago's adjusted fee).
 
     ``mode=units``: ``units`` is the total units, priced through the charge model.
@@ -134,16 +149,27 @@ class EditFee(_Message):
         )
 
 
-class RemoveFeeAdjustment(_Message):
+class RemoveFeeAdjustment(_Mutation):
     charge_code: str = Field(min_length=1)
 
 
-class RefreshInvoice(_Message):
+class RefreshInvoice(_Mutation):
     reason: str = ""
 
 
-class FinalizeInvoice(_Message):
+class FinalizeInvoice(_Mutation):
     reason: str = ""
+
+
+class ApproveInvoice(_Mutation):
+    """Finalize a held invoice now; an invoice that needs no approval is finalized too."""
+
+    note: str | None = Field(default=None, min_length=1, max_length=2000)
+
+
+class RecomputeGracePeriod(_Mutation):
+    """The grace period setting changed: a running draft moves its deadline to
+    (moment drafted + the new grace period). Sent by ``billing catalog load``."""
 
 
 # ``UsageReceipt`` (imported above) is the domain's receipt, listed by ``billing schema``.

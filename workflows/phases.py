@@ -5,11 +5,16 @@ phase          accepts                                    a signal arriving in i
 =============  =========================================  ==================================
 ``open``       ``add_usage``                              is queued, judged when applied
 ``draft``      every input (usage, fee edits, refresh,    is queued, judged when applied
-               finalize-now)
+               finalize-now, approve)
+``awaiting_    usage, fee edits, refresh, approve          is queued, judged when applied
+approval``     (finalize-now leaves it held)
 ``finalizing`` nothing: the invoice is being finalized    is refused at once
 ``finalized``  nothing: the invoice can no longer change  is refused at once
 ``closed``     nothing: the invoice can no longer change  is refused at once
 =============  =========================================  ==================================
+
+``recompute_grace_period`` is accepted in every phase and changes only a draft's
+deadline: a catalog change reaching a period that has moved on is not a refusal.
 
 A phase that *applies inputs* is one whose main loop still works off the queue: a signal
 waits there and is judged by the phase in force when it is applied (a fee edit sent just
@@ -29,10 +34,12 @@ from workflows.messages import PeriodPhase
 
 __all__ = [
     "ADD_USAGE",
+    "APPROVE_INVOICE",
     "EDIT_FEE",
     "FINALIZE_INVOICE",
     "FINAL_PHASES",
     "PHASES",
+    "RECOMPUTE_GRACE_PERIOD",
     "REFRESH_INVOICE",
     "REMOVE_FEE_ADJUSTMENT",
     "PhaseRule",
@@ -45,10 +52,21 @@ EDIT_FEE = "edit_fee"
 REMOVE_FEE_ADJUSTMENT = "remove_fee_adjustment"
 REFRESH_INVOICE = "refresh_invoice"
 FINALIZE_INVOICE = "finalize_invoice"
+APPROVE_INVOICE = "approve_invoice"
+RECOMPUTE_GRACE_PERIOD = "recompute_grace_period"
 
 _EVERY_INPUT = frozenset(
-    {ADD_USAGE, EDIT_FEE, REMOVE_FEE_ADJUSTMENT, REFRESH_INVOICE, FINALIZE_INVOICE}
+    {
+        ADD_USAGE,
+        EDIT_FEE,
+        REMOVE_FEE_ADJUSTMENT,
+        REFRESH_INVOICE,
+        FINALIZE_INVOICE,
+        APPROVE_INVOICE,
+        RECOMPUTE_GRACE_PERIOD,
+    }
 )
+_ALWAYS = frozenset({RECOMPUTE_GRACE_PERIOD})
 
 
 class PhaseRule(NamedTuple):
@@ -57,11 +75,12 @@ class PhaseRule(NamedTuple):
 
 
 PHASES: dict[PeriodPhase, PhaseRule] = {
-    PeriodPhase.OPEN: PhaseRule(accepts=frozenset({ADD_USAGE}), applies_inputs=True),
+    PeriodPhase.OPEN: PhaseRule(accepts=_ALWAYS | {ADD_USAGE}, applies_inputs=True),
     PeriodPhase.DRAFT: PhaseRule(accepts=_EVERY_INPUT, applies_inputs=True),
-    PeriodPhase.FINALIZING: PhaseRule(accepts=frozenset(), applies_inputs=False),
-    PeriodPhase.FINALIZED: PhaseRule(accepts=frozenset(), applies_inputs=False),
-    PeriodPhase.CLOSED: PhaseRule(accepts=frozenset(), applies_inputs=False),
+    PeriodPhase.AWAITING_APPROVAL: PhaseRule(accepts=_EVERY_INPUT, applies_inputs=True),
+    PeriodPhase.FINALIZING: PhaseRule(accepts=_ALWAYS, applies_inputs=False),
+    PeriodPhase.FINALIZED: PhaseRule(accepts=_ALWAYS, applies_inputs=False),
+    PeriodPhase.CLOSED: PhaseRule(accepts=_ALWAYS, applies_inputs=False),
 }
 
 FINAL_PHASES = (PeriodPhase.FINALIZED, PeriodPhase.CLOSED)

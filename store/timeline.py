@@ -1,0 +1,74 @@
+"""The invoice timeline repository: entries written with the change they record.
+
+Each entry has an idempotency key; a second write of the same key (a retried step whose
+first attempt committed) adds nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from billing.timeline import TimelineEntry, TimelineKind
+from store._rows import dialect_insert
+from store.schema import InvoiceTimelineRow
+
+__all__ = ["TimelineRepository"]
+
+_SUMMARY_LIMIT = 2000
+
+
+class TimelineRepository:
+    """Timeline entries inside one unit of work."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def record(
+        self,
+        key: str,
+        invoice_id: str,
+        kind: TimelineKind,
+        *,
+        at: datetime,
+        actor: str,
+        summary: str,
+        total_amount_cents: int,
+    ) -> None:
+        """Add one entry; nothing when an entry with ``key`` exists."""
+        self._session.execute(
+            dialect_insert(self._session, InvoiceTimelineRow).on_conflict_do_nothing(
+                index_elements=["key"]
+            ),
+            [
+                {
+                    "key": key[:300],
+                    "invoice_id": invoice_id,
+                    "at": at,
+                    "kind": kind.value,
+                    "actor": actor[:200],
+                    "summary": summary[:_SUMMARY_LIMIT],
+                    "total_amount_cents": total_amount_cents,
+                }
+            ],
+        )
+
+    def entries(self, invoice_id: str) -> list[TimelineEntry]:
+        """The invoice's entries in the order they were written."""
+        rows = self._session.scalars(
+            select(InvoiceTimelineRow)
+            .where(InvoiceTimelineRow.invoice_id == invoice_id)
+            .order_by(InvoiceTimelineRow.id)
+        )
+        return [
+            TimelineEntry(
+                at=row.at,
+                kind=TimelineKind(row.kind),
+                actor=row.actor,
+                summary=row.summary,
+                total_amount_cents=row.total_amount_cents,
+            )
+            for row in rows
+        ]
