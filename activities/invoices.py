@@ -21,7 +21,7 @@ from temporalio.exceptions import ApplicationError
 
 from billing.errors import BillingError
 from billing.models import AdjustedFee, Invoice, UsageEvent, UsageReceipt
-from services import invoices, periods, rejections, usage
+from services import finalization, invoices, periods, rejections, usage
 from services.invoices import DraftOutcome
 from services.periods import PeriodSettings
 
@@ -188,7 +188,7 @@ class InvoiceActivities:
     @activity.defn
     @_permanent_domain_errors
     def finalize_invoice(self, request: FinalizeRequest) -> FinalizeResult:
-        outcome = invoices.finalize_invoice(self._engine, request.invoice_id, request.issued_at)
+        outcome = finalization.finalize_invoice(self._engine, request.invoice_id, request.issued_at)
         return FinalizeResult(invoice=outcome.invoice, delivery_ids=list(outcome.delivery_ids))
 
     @activity.defn

@@ -34,6 +34,7 @@ from billing.models import UsageEvent
 from services import invoices as store_invoices
 from services import usage as store_usage
 from services import webhooks as store_webhooks
+from services.finalization import finalize_invoice
 
 
 def run_plain_sql(
@@ -51,7 +52,7 @@ def run_plain_sql(
         t0 = time.monotonic()
         store_usage.record_usage(engine, subscription, start, end, usage(subscription))
         draft = store_invoices.draft_invoice(engine, subscription, start, end).invoice
-        outcome = store_invoices.finalize_invoice(engine, draft.id, datetime.now(UTC))
+        outcome = finalize_invoice(engine, draft.id, datetime.now(UTC))
         for delivery_id in outcome.delivery_ids:
             store_webhooks.get_delivery(engine, delivery_id)
             store_webhooks.endpoint_secret(engine, delivery_id)

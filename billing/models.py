@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from billing.approval import ApprovalRules, InvoiceApproval
+from billing.approval import ApprovalRules, ApprovalStatus, InvoiceApproval
 from billing.decimals import PlainDecimal
 
 __all__ = [
@@ -433,6 +433,11 @@ class Invoice(_Value):
     expected_finalization_at: datetime | None = None
     # Where the invoice stands with its approval rules (null: not checked yet).
     approval: InvoiceApproval | None = None
+
+    @property
+    def awaiting_approval(self) -> bool:
+        """Held by an approval rule: it stays a draft until someone approves it."""
+        return self.approval is not None and self.approval.status == ApprovalStatus.REQUIRED
 
 
 class InvoicePreview(Invoice):

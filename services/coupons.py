@@ -1,7 +1,7 @@
 """Coupons and wallets: what a customer brings to the next finalization.
 
 Coupons given and credits added here are used at the customer's next finalization,
-never on a draft (see :func:`services.invoices.finalize_invoice`).
+never on a draft (see :func:`services.finalization.finalize_invoice`).
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ from temporalio.testing import ActivityEnvironment
 from activities.webhooks import DeliverWebhookRequest, WebhookActivities
 from billing.models import AdjustedFee, AdjustmentMode, Invoice, UsageEvent
 from services.catalog import load_catalog
-from services.invoices import adjust_fee, draft_invoice, finalize_invoice, get_invoice
+from services.finalization import finalize_invoice
+from services.invoices import adjust_fee, draft_invoice, get_invoice
 from services.usage import record_usage
 from starter.output import invoice_table, print_json
 from starter.webhook_sink import WebhookSink

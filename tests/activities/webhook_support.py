@@ -9,7 +9,8 @@ from typing import Any
 import sqlalchemy
 
 from services.catalog import load_catalog
-from services.invoices import create_draft, finalize_invoice
+from services.finalization import finalize_invoice
+from services.invoices import create_draft
 
 SECRET = "whsec_test_5f0b3c9d2a7e41"
 """The endpoint secret of the test catalog (tests assert it never leaks)."""

@@ -14,11 +14,11 @@ from billing.errors import InvoiceNotEditable, NotFound, UnknownCharge
 from billing.models import AdjustedFee, AdjustmentMode, InvoiceStatus
 from services.catalog import load_catalog
 from services.coupons import apply_coupon, get_wallet, list_applied_coupons, top_up_wallet
+from services.finalization import finalize_invoice
 from services.invoices import (
     adjust_fee,
     create_draft,
     draft_invoice,
-    finalize_invoice,
     find_invoice,
     get_invoice,
     list_adjustments,

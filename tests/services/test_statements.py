@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, event
 
 from billing.models import AdjustedFee, AdjustmentMode, InvoiceStatus
+from services.finalization import finalize_invoice
 from services.invoices import (
     adjust_fee,
     create_draft,
-    finalize_invoice,
     queue_drafted_webhook,
     refresh_draft,
     remove_fee_adjustment,

@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import Engine
 
 from billing.errors import NotFound
-from services.invoices import create_draft, finalize_invoice
+from services.finalization import finalize_invoice
+from services.invoices import create_draft
 from services.webhooks import (
     endpoint_secret,
     get_delivery,
