@@ -80,6 +80,7 @@ SANDBOX_PASSTHROUGH = (
     "workflows.phases",
     "workflows.presentation",
     "workflows.search_attributes",
+    "workflows.store_steps",
 )
 
 

@@ -2,11 +2,11 @@
 
 Runs a few complete billing periods on the time-skipping test server with the real worker,
 activities, a SQLite database and a webhook sink, then saves each history as JSON in
-tests/workflows/histories/ under the names of the current shape (:data:`SHAPE`). Files of
-an earlier shape keep their names and stay: replay covers both until their patch is
-deprecated (docs/UPGRADES.md). Usage::
+tests/workflows/histories/. A file that exists is kept: the histories recorded by an
+earlier release are what guards the periods it started (docs/UPGRADES.md); ``--force``
+records every scenario again. Usage::
 
-    .venv/bin/python scripts/record_histories.py
+    .venv/bin/python scripts/record_histories.py [--force]
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from billing.models import InvoiceStatus, UsageEvent  # noqa: E402
 from config.binaries import temporal_test_server  # noqa: E402
 from config.temporal import register_search_attributes  # noqa: E402
+from services.catalog import load_catalog  # noqa: E402
 from store.db import make_engine, upgrade  # noqa: E402
 from tests.fixtures.periods import (  # noqa: E402
     JANUARY,
@@ -39,7 +40,14 @@ from tests.fixtures.periods import (  # noqa: E402
     period_harness,
 )
 from workflows.billing_period import BillingPeriodWorkflow  # noqa: E402
-from workflows.messages import AddUsage, EditFee, FinalizeInvoice, RefreshInvoice  # noqa: E402
+from workflows.messages import (  # noqa: E402
+    AddUsage,
+    ApproveInvoice,
+    EditFee,
+    FinalizeInvoice,
+    RecomputeGracePeriod,
+    RefreshInvoice,
+)
 
 HISTORIES = ROOT / "tests" / "workflows" / "histories"
 # The shape of the lifecycle these histories show, as a file-name prefix: the histories of
@@ -98,10 +106,65 @@ async def malformed_signals_then_finalize_now(harness: PeriodHarness) -> Workflo
     return handle
 
 
+async def held_edited_then_approved(harness: PeriodHarness) -> WorkflowHandle[Any, Any]:
+    """Held by an approval rule (invoice.approval_required), a fee edit and late usage
+    while held, a finalize-now that leaves it held, then an approval."""
+    handle = await harness.start("sub_pro", customer_external_id="cust_inherit")
+    await harness.wait_for_draft(handle)
+    held = await handle.execute_update(
+        BillingPeriodWorkflow.finalize_invoice_sync, FinalizeInvoice(requested_by="bob")
+    )
+    assert held.status == InvoiceStatus.DRAFT, held
+    await handle.execute_update(
+        BillingPeriodWorkflow.edit_fee_sync,
+        EditFee(charge_code="seats", mode="units", units=Decimal("2"), requested_by="carol"),
+    )
+    late = UsageEvent(
+        transaction_id="late-call",
+        external_subscription_id="sub_pro-control",
+        code="api_calls",
+        timestamp=JANUARY[0].replace(day=20),
+        properties={},
+    )
+    await handle.signal(BillingPeriodWorkflow.add_usage, AddUsage(events=[late]))
+    await harness.wait_for(handle, lambda v: v.events_accepted == 1)
+    await handle.execute_update(BillingPeriodWorkflow.finalize_invoice_sync, FinalizeInvoice())
+    await handle.execute_update(
+        BillingPeriodWorkflow.approve_invoice_sync,
+        ApproveInvoice(note="checked", requested_by="alice"),
+    )
+    final = await handle.result()
+    assert final.status == InvoiceStatus.FINALIZED, final
+    return handle
+
+
+async def grace_period_followed_then_auto_approved(
+    harness: PeriodHarness,
+) -> WorkflowHandle[Any, Any]:
+    """The grace period follows a shorter setting; the invoice is held and approves itself."""
+    handle = await harness.start("sub_skip_paid", customer_external_id="cust_skip")
+    await harness.wait_for_draft(handle)
+    catalog = catalog_with_approval(harness.sink.url, harness.suffix)
+    catalog["billing_entities"][0]["grace_period_days"] = 1
+    load_catalog(harness.engine, catalog)
+    await handle.signal(
+        BillingPeriodWorkflow.recompute_grace_period, RecomputeGracePeriod(requested_by="ops")
+    )
+    final = await handle.result()
+    assert final.status == InvoiceStatus.FINALIZED, final
+    assert final.approval is not None and final.approval.approved_by == "system", final
+    return handle
+
+
 SCENARIOS = {
     f"{SHAPE}billing_period_finalized": finalized_with_usage_edit_and_refresh,
     f"{SHAPE}billing_period_closed_empty": empty_period_closed_under_skip,
     f"{SHAPE}billing_period_malformed_signals": malformed_signals_then_finalize_now,
+}
+# Periods under approval rules (their own catalog, subscription ids end in "-control").
+CONTROL_SCENARIOS = {
+    "control_billing_period_held_then_approved": held_edited_then_approved,
+    "control_billing_period_grace_followed": grace_period_followed_then_auto_approved,
 }
 
 
@@ -129,7 +192,33 @@ def catalog_with_drafted_webhook(webhook_url: str, suffix: str) -> dict[str, Any
     return catalog
 
 
-async def main() -> None:
+def catalog_with_approval(webhook_url: str, suffix: str) -> dict[str, Any]:
+    """Billing entity ``acme`` holds invoices above $50; held ones approve themselves
+    after 2 hours."""
+    catalog = period_catalog(webhook_url, suffix)
+    catalog["billing_entities"][0]["approval"] = {
+        "total_above_cents": 5000,
+        "auto_approve_after_hours": "2",
+    }
+    return catalog
+
+
+async def record(
+    env: WorkflowEnvironment, harness: PeriodHarness, scenarios: dict[str, Any], force: bool
+) -> None:
+    for name, scenario in scenarios.items():
+        if (HISTORIES / f"{name}.json").exists() and not force:
+            print(f"kept {name}.json (recorded by an earlier release; --force records it again)")
+            continue
+        handle = await scenario(harness)
+        await save(handle, name)
+        for index, child_id in enumerate(await child_workflow_ids(handle)):
+            child = env.client.get_workflow_handle(child_id)
+            await child.result()
+            await save(child, f"webhook_delivery_{name}_{index}")
+
+
+async def main(force: bool) -> None:
     HISTORIES.mkdir(parents=True, exist_ok=True)
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
@@ -144,17 +233,15 @@ async def main() -> None:
             async with period_harness(
                 env, engine, suffix="", catalog=catalog_with_drafted_webhook
             ) as harness:
-                for name, scenario in SCENARIOS.items():
-                    handle = await scenario(harness)
-                    await save(handle, name)
-                    for index, child_id in enumerate(await child_workflow_ids(handle)):
-                        child = env.client.get_workflow_handle(child_id)
-                        await child.result()
-                        await save(child, f"webhook_delivery_{name}_{index}")
+                await record(env, harness, SCENARIOS, force)
+            async with period_harness(
+                env, engine, suffix="-control", catalog=catalog_with_approval
+            ) as harness:
+                await record(env, harness, CONTROL_SCENARIOS, force)
             engine.dispose()
     finally:
         await env.shutdown()
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main("--force" in sys.argv[1:]))

@@ -4,10 +4,14 @@
 2. **draft**: at period end the draft invoice is created; during the grace period
    (a durable timer from the draft's creation) late usage, fee edits and refreshes are
    applied; usage refreshes the draft, debounced so a burst costs one refresh.
-3. **finalizing**: when the grace period ends or someone asks to finalize now, one
-   activity finalizes the invoice (coupons, taxes, credits, number, outbox) or closes it
-   when it is empty and the customer's settings say skip.
-4. **finalized / closed**: the ``invoice.created`` webhook is delivered (never for a
+3. **finalizing**: when the grace period ends or someone asks to finalize now (or
+   approves), one activity finalizes the invoice (coupons, taxes, credits, number,
+   outbox) or closes it when it is empty and the customer's settings say skip, or holds
+   it when an approval rule matches.
+4. **awaiting approval** (held): the invoice stays a draft (usage, edits and refreshes
+   still apply) until someone approves it, or the rules' auto-approval time passes; then
+   it is finalized.
+5. **finalized / closed**: the ``invoice.created`` webhook is delivered (never for a
    closed invoice); every later change is refused; the workflow returns the invoice.
 
 This module is the lifecycle. Beside it: what each phase accepts (``workflows.phases``),
@@ -27,8 +31,8 @@ from typing import Any
 
 from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.common import Priority, RawValue, RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.common import RawValue
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.invoices import (
@@ -41,37 +45,31 @@ with workflow.unsafe.imports_passed_through():
         InvoiceRef,
         PeriodSettingsRequest,
     )
-    from billing.models import Invoice, InvoiceStatus, UsageReceipt
+    from billing.models import Invoice, InvoicePreview, InvoiceStatus, UsageReceipt
     from workflows import handover, phases, presentation
     from workflows.commands import PeriodCommands
     from workflows.messages import (
         AddUsage,
+        ApproveInvoice,
         BillingPeriodInput,
         EditFee,
         FinalizeInvoice,
         PeriodPhase,
         PeriodView,
+        RecomputeGracePeriod,
         RefreshInvoice,
         RejectedInput,
         RemoveFeeAdjustment,
     )
     from workflows.period_state import PeriodState
-    from workflows.webhook_delivery import (
-        WebhookDeliveryInput,
-        WebhookDeliveryWorkflow,
-        deliver_webhook,
-        webhook_delivery_workflow_id,
-    )
+    from workflows.store_steps import store_step
+    from workflows.webhook_delivery import deliver_webhook, start_deliveries
 
 __all__ = ["BillingPeriodWorkflow"]
 
-# Timeouts and retries, named once. Store activities retry until the database is back.
-STORE_TIMEOUT = timedelta(seconds=60)
-STORE_RETRY_POLICY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-)
+# The phases an approval ends at once (in ``finalizing`` it waits for the outcome).
+_APPROVABLE = (PeriodPhase.DRAFT, PeriodPhase.AWAITING_APPROVAL, PeriodPhase.FINALIZING)
+
 PATCH_STORE_REJECTIONS_PROMPTLY = "store-rejections-promptly"
 PATCH_INPUTS_BEFORE_DEADLINE = "apply-inputs-received-before-deadline"
 # One store step at period end (settings, draft, drafted webhook), search attributes
@@ -87,7 +85,7 @@ class BillingPeriodWorkflow:
         self._state, self._inbox = handover.resume(input)
         self._pending_deliveries: list[str] = []
         self._store_promptly = False
-        self._commands = PeriodCommands(self._state, self._inbox, self._store)
+        self._commands = PeriodCommands(self._state, self._inbox, store_step)
 
     # ------------------------------------------------------------------ the story
 
@@ -102,7 +100,7 @@ class BillingPeriodWorkflow:
         if state.lean_shape:
             presentation.upsert_missing_period_attributes(state)
         elif state.settings is None:
-            state.settings = await self._store(
+            state.settings = await store_step(
                 InvoiceActivities.load_period_settings,
                 PeriodSettingsRequest(
                     subscription_external_id=input.subscription_external_id,
@@ -124,15 +122,21 @@ class BillingPeriodWorkflow:
                 handover.continue_as_new(state, self._inbox)
             await self._finalize()
 
+        if state.phase == PeriodPhase.AWAITING_APPROVAL:
+            if not await self._work_until(lambda: state.auto_approve_at):
+                handover.continue_as_new(state, self._inbox)
+            await self._finalize()
+
         await self._deliver_invoice_webhooks()
-        await self._inbox.refuse_remaining(self._commands.check_allowed, self._store)
+        await self._inbox.refuse_remaining(self._commands.check_allowed, store_step)
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self._store_rejections()
         assert state.invoice is not None
         return state.invoice
 
-    async def _work_until(self, deadline: Callable[[], datetime]) -> bool:
-        """Apply queued commands until ``deadline()`` passes or finalize-now is asked.
+    async def _work_until(self, deadline: Callable[[], datetime | None]) -> bool:
+        """Apply queued commands until ``deadline()`` passes (None: no deadline) or someone
+        asks to end the wait (finalize-now, approval).
 
         Returns False when this run should hand over to a new run (history bound).
         """
@@ -140,18 +144,19 @@ class BillingPeriodWorkflow:
         while True:
             await self._commands.apply_queued()
             await self._commands.refresh_when_due()
-            if self._inputs_received_before(deadline()):
+            ends_at = deadline()
+            if ends_at is not None and self._inputs_received_before(ends_at):
                 continue
             now = workflow.now()
-            if now >= deadline() or (state.finalize_requested and state.phase == PeriodPhase.DRAFT):
+            if (ends_at is not None and now >= ends_at) or state.wants_to_finalize():
                 return True
             if handover.should_continue_as_new(state, inbox) and await handover.drained(
-                state, inbox, self._commands.apply_queued, self._store
+                state, inbox, self._commands.apply_queued, store_step
             ):
                 return False
-            wake_at = deadline()
+            wake_at = ends_at
             if state.refresh_due_at is not None:
-                wake_at = min(wake_at, state.refresh_due_at)
+                wake_at = min(wake_at or state.refresh_due_at, state.refresh_due_at)
             # Without this patch the loop woke only for commands (docs/UPGRADES.md).
             self._store_promptly = self._state.lean_shape or workflow.patched(
                 PATCH_STORE_REJECTIONS_PROMPTLY
@@ -161,10 +166,16 @@ class BillingPeriodWorkflow:
                     lambda: (
                         bool(inbox.queue)
                         or (self._store_promptly and bool(inbox.unstored))
-                        or state.finalize_requested
+                        or state.wants_to_finalize()
                     ),
-                    timeout=max(wake_at - now, timedelta(milliseconds=1)),
-                    timeout_summary=f"{state.phase.value} until {wake_at.isoformat()}",
+                    timeout=None
+                    if wake_at is None
+                    else max(wake_at - now, timedelta(milliseconds=1)),
+                    timeout_summary=(
+                        f"{state.phase.value} until {wake_at.isoformat()}"
+                        if wake_at is not None
+                        else f"{state.phase.value} until approved"
+                    ),
                 )
 
     def _inputs_received_before(self, deadline: datetime) -> bool:
@@ -187,18 +198,20 @@ class BillingPeriodWorkflow:
             await self._draft_invoice()
             return
         state = self._state
-        invoice: Invoice = await self._store(
+        invoice: Invoice = await store_step(
             InvoiceActivities.create_draft,
             CreateDraftRequest(
                 subscription_external_id=state.input.subscription_external_id,
                 period_start=state.input.period_start,
                 period_end=state.input.period_end,
+                drafted_at=workflow.now(),
+                grace_period_seconds=state.input.grace_period_seconds,
             ),
             summary="create draft invoice",
         )
         if not self._open_grace_period(invoice, presentation.upsert_invoice_attributes):
             return
-        drafted = await self._store(
+        drafted = await store_step(
             InvoiceActivities.queue_drafted_webhook,
             InvoiceRef(invoice_id=invoice.id),
             summary="queue invoice.drafted webhook",
@@ -208,16 +221,19 @@ class BillingPeriodWorkflow:
     async def _draft_invoice(self) -> None:
         """Period end in one store step: the settings, the draft, the drafted webhook rows."""
         state = self._state
-        outcome: DraftOutcome = await self._store(
+        outcome: DraftOutcome = await store_step(
             InvoiceActivities.draft_invoice,
             DraftRequest(
                 subscription_external_id=state.input.subscription_external_id,
                 period_start=state.input.period_start,
                 period_end=state.input.period_end,
+                drafted_at=workflow.now(),
+                grace_period_seconds=state.input.grace_period_seconds,
             ),
             summary="draft the invoice",
         )
         state.settings = outcome.settings
+        state.preview = outcome.preview
         if self._open_grace_period(outcome.invoice, presentation.upsert_changed_attributes):
             await self._send_drafted_webhooks(outcome.invoice, outcome.delivery_ids)
 
@@ -233,25 +249,23 @@ class BillingPeriodWorkflow:
             upsert_attributes(state)
             return False
         state.phase = PeriodPhase.DRAFT
-        state.grace_period_ends_at = workflow.now() + self._grace_period()
+        self._inbox.invoice_id = invoice.id
+        # The draft's own deadline, which follows its settings (a draft stored before
+        # deadlines were stored has none: its grace period runs from now).
+        state.grace_period_ends_at = invoice.expected_finalization_at or (
+            workflow.now() + self._grace_period()
+        )
         state.refresh_due_at = None
         upsert_attributes(state)
         self._show_details()
         return True
 
     async def _send_drafted_webhooks(self, invoice: Invoice, delivery_ids: list[str]) -> None:
-        for delivery_id in delivery_ids:
-            # The grace period does not wait for a drafted notification to arrive.
-            await workflow.start_child_workflow(
-                WebhookDeliveryWorkflow.run,
-                WebhookDeliveryInput(
-                    delivery_id=delivery_id,
-                    retry_window_seconds=self._state.input.webhook_retry_window_seconds,
-                ),
-                id=webhook_delivery_workflow_id(delivery_id, 1),
-                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                static_summary=f"invoice.drafted for {invoice.id}",
-            )
+        await start_deliveries(
+            f"invoice.drafted for {invoice.id}",
+            delivery_ids,
+            self._state.input.webhook_retry_window_seconds,
+        )
 
     def _grace_period(self) -> timedelta:
         if self._state.input.grace_period_seconds is not None:
@@ -260,25 +274,56 @@ class BillingPeriodWorkflow:
         return self._state.settings.grace_period_days * DAY
 
     async def _finalize(self) -> None:
+        """Finalize, close or hold the draft. An approval (asked for, or the auto-approval
+        time of a held invoice passed) finalizes whatever the approval rules say."""
         state = self._state
         assert state.invoice is not None
+        approved_by, note = state.approval_to_give()
         state.phase = PeriodPhase.FINALIZING
         self._show_details()
-        result: FinalizeResult = await self._store(
+        result: FinalizeResult = await store_step(
             InvoiceActivities.finalize_invoice,
-            FinalizeRequest(invoice_id=state.invoice.id, issued_at=workflow.now()),
-            summary="finalize or close the invoice",
+            FinalizeRequest(
+                invoice_id=state.invoice.id,
+                issued_at=workflow.now(),
+                requested_by=state.finalize_requested_by,
+                approved_by=approved_by,
+                approval_note=note,
+            ),
+            summary="finalize or close the invoice"
+            if approved_by is None
+            else f"finalize the invoice approved by {approved_by}",
         )
         state.invoice = result.invoice
+        if result.held:
+            await self._hold_for_approval(result)
+            return
         self._pending_deliveries = result.delivery_ids
         closed = result.invoice.status == InvoiceStatus.CLOSED
         state.phase = PeriodPhase.CLOSED if closed else PeriodPhase.FINALIZED
+        state.preview = None  # the invoice is what it is now
         self._inbox.answer_finalization(result.invoice)
         if state.lean_shape:
             presentation.upsert_changed_attributes(state)
         else:
             presentation.upsert_invoice_attributes(state)
         self._show_details()
+
+    async def _hold_for_approval(self, result: FinalizeResult) -> None:
+        """An approval rule matched: the draft waits for an approval (or auto-approval)."""
+        state = self._state
+        state.phase = PeriodPhase.AWAITING_APPROVAL
+        hours = result.auto_approve_after_hours
+        if state.auto_approve_at is None and hours is not None:
+            state.auto_approve_at = workflow.now() + timedelta(hours=float(hours))
+        self._inbox.answer_finalization(result.invoice, held=True)
+        presentation.upsert_changed_attributes(state)
+        self._show_details()
+        await start_deliveries(
+            f"invoice.approval_required for {result.invoice.id}",
+            result.delivery_ids,
+            state.input.webhook_retry_window_seconds,
+        )
 
     async def _deliver_invoice_webhooks(self) -> None:
         state = self._state
@@ -300,10 +345,14 @@ class BillingPeriodWorkflow:
 
     # ------------------------------------------------------------------ signals
 
-    def _receive(self, kind: str, model: type[BaseModel], args: Sequence[Any]) -> bool:
+    def _receive(
+        self, kind: str, model: type[BaseModel], args: Sequence[Any], *, answered: bool = False
+    ) -> bool:
         applies_inputs = phases.PHASES[self._state.phase].applies_inputs
         judge_now = None if applies_inputs else self._commands.check_allowed
-        return self._inbox.receive_signal(kind, model, args, judge_now=judge_now)
+        return self._inbox.receive_signal(
+            kind, model, args, judge_now=judge_now, answered_by_finalization=answered
+        )
 
     @workflow.signal(name="add_usage")
     def add_usage(self, *args: Any) -> None:
@@ -326,7 +375,22 @@ class BillingPeriodWorkflow:
     def finalize_invoice(self, *args: Any) -> None:
         queued = self._receive(phases.FINALIZE_INVOICE, FinalizeInvoice, args)
         if queued and self._state.phase == PeriodPhase.DRAFT:
-            self._state.finalize_requested = True  # ends the grace timer at once
+            message: FinalizeInvoice = self._inbox.queue[-1].message
+            self._commands.ask_finalize(message.requested_by)  # ends the grace timer at once
+
+    @workflow.signal(name="approve_invoice")
+    def approve_invoice(self, *args: Any) -> None:
+        """Approve a held invoice (or finalize a draft now, approved); :class:`ApproveInvoice`."""
+        state = self._state
+        accepted = self._receive(phases.APPROVE_INVOICE, ApproveInvoice, args, answered=True)
+        if accepted and state.phase in _APPROVABLE:
+            message: ApproveInvoice = self._inbox.queue[-1].message
+            state.ask_approval(message.requested_by, message.note)  # ends the wait at once
+
+    @workflow.signal(name="recompute_grace_period")
+    def recompute_grace_period(self, *args: Any) -> None:
+        """The grace period setting changed (:class:`RecomputeGracePeriod`)."""
+        self._receive(phases.RECOMPUTE_GRACE_PERIOD, RecomputeGracePeriod, args)
 
     @workflow.signal(dynamic=True)
     def unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
@@ -379,10 +443,14 @@ class BillingPeriodWorkflow:
 
     @workflow.update(name="finalize_invoice_sync")
     async def finalize_invoice_sync(self, message: FinalizeInvoice) -> Invoice:
-        """Ends the grace period now and returns the finalized (or closed) invoice."""
-        self._state.finalize_requested = True  # ends the grace timer at once
+        """Ends the grace period now and returns the finalized (or closed) invoice, or the
+        draft held for approval."""
+        if self._state.phase == PeriodPhase.DRAFT:
+            self._commands.ask_finalize(message.requested_by)  # ends the grace timer at once
         await self._inbox.submit(phases.FINALIZE_INVOICE, message, answered_by_finalization=True)
-        await workflow.wait_condition(lambda: self._state.phase in phases.FINAL_PHASES)
+        await workflow.wait_condition(
+            lambda: self._state.phase in (*phases.FINAL_PHASES, PeriodPhase.AWAITING_APPROVAL)
+        )
         assert self._state.invoice is not None
         return self._state.invoice
 
@@ -390,11 +458,31 @@ class BillingPeriodWorkflow:
     def _validate_finalize(self, message: FinalizeInvoice) -> None:
         self._validate(phases.FINALIZE_INVOICE, message, FinalizeInvoice)
 
+    @workflow.update(name="approve_invoice_sync")
+    async def approve_invoice_sync(self, message: ApproveInvoice) -> Invoice:
+        """Approves the invoice (held, or still in its grace period) and returns it
+        finalized; an invoice that needs no approval is finalized as ``not_required``."""
+        self._state.ask_approval(message.requested_by, message.note)  # ends the wait at once
+        await self._inbox.submit(phases.APPROVE_INVOICE, message, answered_by_finalization=True)
+        await workflow.wait_condition(lambda: self._state.phase in phases.FINAL_PHASES)
+        assert self._state.invoice is not None
+        return self._state.invoice
+
+    @approve_invoice_sync.validator
+    def _validate_approve(self, message: ApproveInvoice) -> None:
+        self._validate(phases.APPROVE_INVOICE, message, ApproveInvoice)
+
     # ------------------------------------------------------------------ queries
 
     @workflow.query(name="invoice")
     def invoice(self) -> PeriodView:
         return presentation.period_view(self._state, self._inbox)
+
+    @workflow.query(name="preview")
+    def preview(self) -> InvoicePreview | None:
+        """The invoice as finalization would make it now (None before the draft and once
+        final)."""
+        return self._state.preview
 
     @workflow.query(name="rejections")
     def rejections(self) -> list[RejectedInput]:
@@ -406,34 +494,4 @@ class BillingPeriodWorkflow:
         presentation.show_details(self._state, self._inbox)
 
     async def _store_rejections(self) -> None:
-        await self._inbox.store_rejections(self._store)
-
-    async def _store(
-        self,
-        activity: Any,
-        request: BaseModel,
-        *,
-        summary: str,
-        priority: Priority = Priority.default,
-    ) -> Any:
-        """Run a store activity; a permanent failure becomes an ``ApplicationError``.
-
-        Regular activities, not local ones: with store steps as local activities, two
-        worker processes under a month-end close stop polling workflow tasks for good.
-        """
-        try:
-            return await workflow.execute_activity_method(
-                activity,
-                request,
-                start_to_close_timeout=STORE_TIMEOUT,
-                retry_policy=STORE_RETRY_POLICY,
-                summary=summary,
-                priority=priority,
-            )
-        except ActivityError as err:
-            cause = err.cause
-            if isinstance(cause, ApplicationError):
-                raise ApplicationError(cause.message, type=cause.type, non_retryable=True) from None
-            raise ApplicationError(
-                f"{summary} failed: {cause}", type="StoreFailure", non_retryable=True
-            ) from None
+        await self._inbox.store_rejections(store_step)

@@ -18,10 +18,12 @@ from temporalio.common import Priority
 from temporalio.exceptions import ApplicationError
 
 from activities.invoices import (
+    DraftChange,
     FeeAdjustmentRequest,
     InvoiceActivities,
-    InvoiceRef,
+    RecomputeGracePeriodRequest,
     RecordUsageRequest,
+    RefreshRequest,
     RemoveFeeAdjustmentRequest,
 )
 from billing.errors import UnknownCharge
@@ -31,9 +33,11 @@ from workflows import presentation
 from workflows.inbox import Inbox, QueuedCommand, StoreCall
 from workflows.messages import (
     AddUsage,
+    ApproveInvoice,
     EditFee,
     FinalizeInvoice,
     PeriodPhase,
+    RecomputeGracePeriod,
     RefreshInvoice,
     RemoveFeeAdjustment,
 )
@@ -48,6 +52,8 @@ __all__ = ["EDIT_PRIORITY", "EDIT_PRIORITY_KEY", "PeriodCommands"]
 # (starter.periods.give_operator_priority).
 EDIT_PRIORITY_KEY = 1
 EDIT_PRIORITY = Priority(priority_key=EDIT_PRIORITY_KEY)
+# The phases whose draft still changes: its grace period, or held for approval.
+_EDITABLE = (PeriodPhase.DRAFT, PeriodPhase.AWAITING_APPROVAL)
 
 
 class PeriodCommands:
@@ -63,6 +69,8 @@ class PeriodCommands:
             RemoveFeeAdjustment: self.remove_fee_adjustment,
             RefreshInvoice: self.refresh_invoice,
             FinalizeInvoice: self.request_finalize,
+            ApproveInvoice: self.approve,
+            RecomputeGracePeriod: self.recompute_grace_period,
         }
 
     async def apply_queued(self) -> None:
@@ -97,14 +105,18 @@ class PeriodCommands:
     # ------------------------------------------------------------------ the handlers
 
     async def add_usage(self, message: AddUsage) -> UsageReceipt:
-        return await self.record_usage(message.events)
+        return await self.record_usage(message.events, message.requested_by)
 
     async def edit_fee(self, message: EditFee) -> Invoice:
         invoice = self._draft()
         self.check_charge(message.charge_code)
         return await self._change_draft(
             InvoiceActivities.adjust_fee,
-            FeeAdjustmentRequest(invoice_id=invoice.id, adjustment=message.to_adjustment()),
+            FeeAdjustmentRequest(
+                invoice_id=invoice.id,
+                adjustment=message.to_adjustment(),
+                requested_by=message.requested_by,
+            ),
             summary=f"edit fee {message.charge_code} ({message.mode.value})",
         )
 
@@ -113,33 +125,80 @@ class PeriodCommands:
         self.check_charge(message.charge_code)
         return await self._change_draft(
             InvoiceActivities.remove_fee_adjustment,
-            RemoveFeeAdjustmentRequest(invoice_id=invoice.id, charge_code=message.charge_code),
+            RemoveFeeAdjustmentRequest(
+                invoice_id=invoice.id,
+                charge_code=message.charge_code,
+                requested_by=message.requested_by,
+            ),
             summary=f"remove adjustment of {message.charge_code}",
         )
 
     async def refresh_invoice(self, message: RefreshInvoice) -> Invoice:
         invoice = self._draft()
-        self._state.invoice = await self._store(
-            InvoiceActivities.refresh_draft,
-            InvoiceRef(invoice_id=invoice.id),
-            summary="refresh draft invoice",
-            priority=EDIT_PRIORITY,
+        self.take(
+            await self._store(
+                InvoiceActivities.refresh_draft,
+                RefreshRequest(invoice_id=invoice.id, requested_by=message.requested_by),
+                summary="refresh draft invoice",
+                priority=EDIT_PRIORITY,
+            )
         )
         self._state.refresh_due_at = None
         return self._shown()
 
     async def request_finalize(self, message: FinalizeInvoice) -> Invoice:
-        self._state.finalize_requested = True
+        """End the grace period now; a held invoice stays held (only approval ends it)."""
+        self.ask_finalize(message.requested_by)
         return self._draft()
+
+    async def approve(self, message: ApproveInvoice) -> Invoice:
+        """Finalize now, whatever the approval rules say (held or still in its grace)."""
+        self._state.ask_approval(message.requested_by, message.note)
+        return self._draft()
+
+    async def recompute_grace_period(self, message: RecomputeGracePeriod) -> Invoice | None:
+        """Move the draft's deadline to what its settings give now (a catalog change).
+
+        Only a draft in its grace period follows; before period end the draft will read
+        the settings anyway, and a held or final invoice has no grace period left.
+        """
+        state = self._state
+        if state.phase != PeriodPhase.DRAFT or state.input.grace_period_seconds is not None:
+            return state.invoice
+        invoice: Invoice = await self._store(
+            InvoiceActivities.recompute_grace_period,
+            RecomputeGracePeriodRequest(
+                invoice_id=self._draft().id, requested_by=message.requested_by
+            ),
+            summary="follow the grace period setting",
+            priority=EDIT_PRIORITY,
+        )
+        state.invoice = invoice
+        if invoice.expected_finalization_at is not None:
+            state.grace_period_ends_at = invoice.expected_finalization_at
+        return self._shown()
+
+    # ------------------------------------------------------------------ asked at arrival
+
+    def ask_finalize(self, requested_by: str | None) -> None:
+        """Finalize-now: ends a grace period at once (the wait wakes on it)."""
+        state = self._state
+        if not state.finalize_requested:
+            state.finalize_requested = True
+            state.finalize_requested_by = requested_by
 
     # ------------------------------------------------------------------ usage and refresh
 
-    async def record_usage_signals(self, events: list[UsageEvent]) -> UsageReceipt:
+    async def record_usage_signals(
+        self, events: list[UsageEvent], requested_by: str | None
+    ) -> UsageReceipt:
         """Record the merged events of usage signals, if the phase still accepts usage."""
         self.check_allowed(ADD_USAGE)
-        return await self.record_usage(events)
+        return await self.record_usage(events, requested_by)
 
-    async def record_usage(self, events: list[UsageEvent]) -> UsageReceipt:
+    async def record_usage(
+        self, events: list[UsageEvent], requested_by: str | None = None
+    ) -> UsageReceipt:
         """Record usage; accepted usage on the draft schedules a (debounced) refresh."""
         state = self._state
         result: UsageReceipt = await self._store(
@@ -149,12 +208,14 @@ class PeriodCommands:
                 period_start=state.input.period_start,
                 period_end=state.input.period_end,
                 events=events,
+                invoice_id=state.invoice.id if state.invoice is not None else None,
+                requested_by=requested_by,
             ),
             summary=f"record {len(events)} usage events",
         )
         state.events_accepted += result.accepted
         state.events_duplicated += result.duplicates
-        if result.accepted and state.phase == PeriodPhase.DRAFT and state.refresh_due_at is None:
+        if result.accepted and state.phase in _EDITABLE and state.refresh_due_at is None:
             # Debounce: a burst of late usage costs one refresh of the draft.
             state.refresh_due_at = workflow.now() + timedelta(
                 seconds=state.input.refresh_debounce_seconds
@@ -172,11 +233,13 @@ class PeriodCommands:
         """The debounced refresh after late usage, once its time has come."""
         state = self._state
         if state.refresh_due_at is not None and workflow.now() >= state.refresh_due_at:
-            if state.phase == PeriodPhase.DRAFT:
-                state.invoice = await self._store(
-                    InvoiceActivities.refresh_draft,
-                    InvoiceRef(invoice_id=self._draft().id),
-                    summary="refresh draft invoice",
+            if state.phase in _EDITABLE:
+                self.take(
+                    await self._store(
+                        InvoiceActivities.refresh_draft,
+                        RefreshRequest(invoice_id=self._draft().id),
+                        summary="refresh draft invoice",
+                    )
                 )
                 self._shown()
             state.refresh_due_at = None
@@ -184,10 +247,13 @@ class PeriodCommands:
     # ------------------------------------------------------------------ helpers
 
     async def _change_draft(self, activity: Any, request: BaseModel, *, summary: str) -> Invoice:
-        self._state.invoice = await self._store(
-            activity, request, summary=summary, priority=EDIT_PRIORITY
-        )
+        self.take(await self._store(activity, request, summary=summary, priority=EDIT_PRIORITY))
         return self._shown()
+
+    def take(self, change: DraftChange) -> None:
+        """The changed draft and its preview (none from a history recorded before previews)."""
+        self._state.invoice = change.invoice
+        self._state.preview = change.preview
 
     def _shown(self) -> Invoice:
         """The changed draft, shown in the search attributes and the UI details."""

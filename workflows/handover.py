@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from temporalio import workflow
 
 from activities.invoices import PeriodSettings
-from billing.models import Invoice
+from billing.models import Invoice, InvoicePreview
 from workflows.inbox import Inbox, StoreCall
 from workflows.messages import BillingPeriodInput, PeriodPhase, RejectedInput
 from workflows.period_state import PeriodState
@@ -43,6 +43,12 @@ class CarriedState(BaseModel):
     grace_period_ends_at: datetime | None = None
     refresh_due_at: datetime | None = None
     finalize_requested: bool = False
+    finalize_requested_by: str | None = None
+    approval_requested: bool = False
+    approved_by: str | None = None
+    approval_note: str | None = None
+    auto_approve_at: datetime | None = None
+    preview: InvoicePreview | None = None
     events_accepted: int = 0
     events_duplicated: int = 0
     inputs_rejected: int = 0
@@ -63,11 +69,18 @@ def resume(input: BillingPeriodInput) -> tuple[PeriodState, Inbox]:
         grace_period_ends_at=carried.grace_period_ends_at,
         refresh_due_at=carried.refresh_due_at,
         finalize_requested=carried.finalize_requested,
+        finalize_requested_by=carried.finalize_requested_by,
+        approval_requested=carried.approval_requested,
+        approved_by=carried.approved_by,
+        approval_note=carried.approval_note,
+        auto_approve_at=carried.auto_approve_at,
+        preview=carried.preview,
         events_accepted=carried.events_accepted,
         events_duplicated=carried.events_duplicated,
     )
     inbox = Inbox(
         input.subscription_external_id,
+        invoice_id=carried.invoice.id if carried.invoice is not None else None,
         rejections=carried.rejections,
         inputs_rejected=carried.inputs_rejected,
         sequence=carried.sequence,
@@ -92,16 +105,16 @@ async def drained(
 ) -> bool:
     """Apply every accepted input before continuing as new.
 
-    False when a finalize request arrived meanwhile: finalizing comes first.
+    False when a finalize request or an approval arrived meanwhile: finalizing comes first.
     """
     while True:
         await apply_queued()
         await workflow.wait_condition(
             lambda: (
-                workflow.all_handlers_finished() or bool(inbox.queue) or state.finalize_requested
+                workflow.all_handlers_finished() or bool(inbox.queue) or state.wants_to_finalize()
             )
         )
-        if state.finalize_requested and state.phase == PeriodPhase.DRAFT:
+        if state.wants_to_finalize():
             return False
         if not inbox.queue:
             await inbox.store_rejections(store)
@@ -117,6 +130,12 @@ def continue_as_new(state: PeriodState, inbox: Inbox) -> NoReturn:
         grace_period_ends_at=state.grace_period_ends_at,
         refresh_due_at=state.refresh_due_at,
         finalize_requested=state.finalize_requested,
+        finalize_requested_by=state.finalize_requested_by,
+        approval_requested=state.approval_requested,
+        approved_by=state.approved_by,
+        approval_note=state.approval_note,
+        auto_approve_at=state.auto_approve_at,
+        preview=state.preview,
         events_accepted=state.events_accepted,
         events_duplicated=state.events_duplicated,
         inputs_rejected=inbox.inputs_rejected,

@@ -30,13 +30,14 @@ from temporalio.exceptions import ApplicationError
 from activities.invoices import InvoiceActivities, RecordRejectionRequest
 from billing.models import Invoice, UsageEvent, UsageReceipt
 from workflows.messages import AddUsage, RejectedInput
-from workflows.phases import ADD_USAGE
+from workflows.phases import ADD_USAGE, FINALIZE_INVOICE
 
 __all__ = [
     "KEPT_REJECTIONS",
     "MAX_EVENTS_PER_ACTIVITY",
     "Inbox",
     "QueuedCommand",
+    "RecordUsage",
     "StoreCall",
     "batch_size",
 ]
@@ -46,6 +47,9 @@ MAX_EVENTS_PER_ACTIVITY = 2000  # usage signals merged into one store call, far 
 
 StoreCall = Callable[..., Awaitable[Any]]
 """The workflow's way to run a store activity: ``store(activity, request, summary=...)``."""
+
+RecordUsage = Callable[[list[UsageEvent], str | None], Awaitable[UsageReceipt]]
+"""Records merged usage events; the second argument is who sent them (``requested_by``)."""
 
 
 @dataclass
@@ -76,6 +80,7 @@ class Inbox:
         rejections: Iterable[RejectedInput] = (),
         inputs_rejected: int = 0,
         sequence: int = 0,
+        invoice_id: str | None = None,
     ) -> None:
         self.queue: deque[QueuedCommand] = deque()
         self.rejections: deque[RejectedInput] = deque(rejections, maxlen=KEPT_REJECTIONS)
@@ -85,6 +90,8 @@ class Inbox:
         self.updates_this_run = 0
         self.unstored: list[RecordRejectionRequest] = []
         self._subscription_external_id = subscription_external_id
+        # The draft, once there is one: refusals then go to its timeline too.
+        self.invoice_id = invoice_id
 
     # ------------------------------------------------------------------ arrival
 
@@ -95,11 +102,13 @@ class Inbox:
         args: Sequence[Any],
         *,
         judge_now: Callable[[str], None] | None,
+        answered_by_finalization: bool = False,
     ) -> bool:
         """Decode and queue a signal; False when it was refused (and recorded).
 
         ``judge_now`` is the phase check when the main loop no longer applies inputs:
-        the signal is refused at once instead of waiting in the queue.
+        the signal is refused at once instead of waiting in the queue. An approval is
+        ``answered_by_finalization``: a finalization racing it is its answer.
         """
         self.signals_this_run += 1
         message: Any
@@ -123,7 +132,14 @@ class Inbox:
             except ApplicationError as err:
                 self.reject(kind, err.message, message)
                 return False
-        self.queue.append(QueuedCommand(kind, message, from_update=False))
+        self.queue.append(
+            QueuedCommand(
+                kind,
+                message,
+                from_update=False,
+                answered_by_finalization=answered_by_finalization,
+            )
+        )
         return True
 
     def receive_unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
@@ -168,7 +184,7 @@ class Inbox:
 
     def _take_usage_batch(
         self, first: QueuedCommand
-    ) -> tuple[list[QueuedCommand], list[UsageEvent]]:
+    ) -> tuple[list[QueuedCommand], list[UsageEvent], str | None]:
         """``first`` and the usage signals queued right after it, merged into one batch.
 
         Usage signals are validated here, one merged batch per step, not in the signal
@@ -177,6 +193,7 @@ class Inbox:
         """
         batch: list[QueuedCommand] = []
         events: list[UsageEvent] = []
+        requested_by: str | None = None  # the first sender who named themselves
         command = first
         while True:
             try:
@@ -188,6 +205,7 @@ class Inbox:
             else:
                 batch.append(command)
                 events.extend(message.events)
+                requested_by = requested_by or message.requested_by
             following = self.queue[0] if self.queue else None
             if (
                 following is None
@@ -195,12 +213,21 @@ class Inbox:
                 or following.from_update
                 or len(events) + batch_size(following.message) > MAX_EVENTS_PER_ACTIVITY
             ):
-                return batch, events
+                return batch, events, requested_by
             command = self.queue.popleft()
 
-    def answer_finalization(self, invoice: Invoice) -> None:
-        """Finalize-now updates still queued are answered by the final ``invoice``."""
-        for command in [c for c in self.queue if c.answered_by_finalization]:
+    def answer_finalization(self, invoice: Invoice, *, held: bool = False) -> None:
+        """Finalize-now updates still queued are answered by the final ``invoice``.
+
+        ``held``: the invoice waits for approval; finalize-now is answered with the held
+        draft, while approvals stay queued (they are what the hold waits for).
+        """
+        answered = [
+            c
+            for c in self.queue
+            if c.answered_by_finalization and (not held or c.kind == FINALIZE_INVOICE)
+        ]
+        for command in answered:
             self.queue.remove(command)
             command.result = invoice
             command.done = True
@@ -208,7 +235,7 @@ class Inbox:
     async def work_off(
         self,
         apply: Callable[[QueuedCommand], Awaitable[Any]],
-        record_usage: Callable[[list[UsageEvent]], Awaitable[UsageReceipt]],
+        record_usage: RecordUsage,
         store: StoreCall,
     ) -> None:
         """Apply every queued command in arrival order, then store the refusals.
@@ -232,14 +259,14 @@ class Inbox:
     async def _apply_usage_signals(
         self,
         first: QueuedCommand,
-        record_usage: Callable[[list[UsageEvent]], Awaitable[UsageReceipt]],
+        record_usage: RecordUsage,
     ) -> None:
         """Merge consecutive usage signals into one store call (bounded history)."""
-        batch, events = self._take_usage_batch(first)
+        batch, events, requested_by = self._take_usage_batch(first)
         if not events:
             return
         try:
-            receipt = await record_usage(events)
+            receipt = await record_usage(events, requested_by)
         except ApplicationError as err:
             for command in batch:
                 self.reject(ADD_USAGE, err.message, f"{batch_size(command.message)} events")
@@ -294,6 +321,8 @@ class Inbox:
                 payload=payload,
                 reason=reason,
                 subscription_external_id=self._subscription_external_id,
+                invoice_id=self.invoice_id,
+                requested_by=getattr(message, "requested_by", None),
             )
         )
         workflow.logger.info("rejected %s: %s", kind, reason)

@@ -193,6 +193,7 @@ class PeriodView(_Message):
     period_end: datetime
     phase: PeriodPhase
     grace_period_ends_at: datetime | None = None
+    auto_approve_at: datetime | None = None  # a held invoice approves itself then
     invoice: Invoice | None = None
     events_accepted: int = 0
     events_duplicated: int = 0

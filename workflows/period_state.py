@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from activities.invoices import PeriodSettings
-from billing.models import Invoice
+from billing.models import Invoice, InvoicePreview
+from billing.timeline import SYSTEM_ACTOR
 from workflows.messages import BillingPeriodInput, PeriodPhase
 
-__all__ = ["PeriodState"]
+__all__ = ["UNNAMED_APPROVER", "PeriodState"]
+
+UNNAMED_APPROVER = "unnamed"  # an approval sent without requested_by
 
 
 @dataclass
@@ -34,9 +37,44 @@ class PeriodState:
     grace_period_ends_at: datetime | None = None
     refresh_due_at: datetime | None = None
     finalize_requested: bool = False
+    finalize_requested_by: str | None = None
+    # An approval asked for (approve_invoice): finalize now, whatever the approval rules say.
+    approval_requested: bool = False
+    approved_by: str | None = None
+    approval_note: str | None = None
+    # When a held invoice approves itself (the approval rules' auto_approve_after_hours).
+    auto_approve_at: datetime | None = None
+    # The invoice as finalization would make it now, from the last change of the draft.
+    preview: InvoicePreview | None = None
     events_accepted: int = 0
     events_duplicated: int = 0
     webhooks_delivered: int = 0
     webhooks_failed: int = 0
     # This run follows the lean shape (patch "lean-period-shape"): set once per run.
     lean_shape: bool = False
+
+    def wants_to_finalize(self) -> bool:
+        """Whether someone asked to end the wait now: finalize-now ends a grace period (not
+        a hold), an approval ends either."""
+        if self.phase == PeriodPhase.DRAFT:
+            return self.finalize_requested or self.approval_requested
+        return self.phase == PeriodPhase.AWAITING_APPROVAL and self.approval_requested
+
+    def approval_to_give(self) -> tuple[str | None, str | None]:
+        """Who approves the coming finalization, and their note; (None, None): nobody.
+
+        A held invoice whose auto-approval time passed is approved by the system.
+        """
+        if self.approval_requested:
+            return self.approved_by or UNNAMED_APPROVER, self.approval_note
+        if self.phase == PeriodPhase.AWAITING_APPROVAL and self.auto_approve_at is not None:
+            moment = self.auto_approve_at.isoformat()
+            return SYSTEM_ACTOR, f"approved automatically: nobody approved it by {moment}"
+        return None, None
+
+    def ask_approval(self, approved_by: str | None, note: str | None) -> None:
+        """Record the first approval asked for; later ones change nothing."""
+        if not self.approval_requested:
+            self.approval_requested = True
+            self.approved_by = approved_by
+            self.approval_note = note

@@ -8,7 +8,8 @@ phase          accepts                                    a signal arriving in i
                finalize-now, approve)
 ``awaiting_    usage, fee edits, refresh, approve          is queued, judged when applied
 approval``     (finalize-now leaves it held)
-``finalizing`` nothing: the invoice is being finalized    is refused at once
+``finalizing`` approve (taken if finalization holds the   is refused at once (approve is
+               invoice; answered by the final invoice)    queued)
 ``finalized``  nothing: the invoice can no longer change  is refused at once
 ``closed``     nothing: the invoice can no longer change  is refused at once
 =============  =========================================  ==================================
@@ -78,7 +79,8 @@ PHASES: dict[PeriodPhase, PhaseRule] = {
     PeriodPhase.OPEN: PhaseRule(accepts=_ALWAYS | {ADD_USAGE}, applies_inputs=True),
     PeriodPhase.DRAFT: PhaseRule(accepts=_EVERY_INPUT, applies_inputs=True),
     PeriodPhase.AWAITING_APPROVAL: PhaseRule(accepts=_EVERY_INPUT, applies_inputs=True),
-    PeriodPhase.FINALIZING: PhaseRule(accepts=_ALWAYS, applies_inputs=False),
+    # An approval racing a finalization: answered by the final invoice, or taken by the hold.
+    PeriodPhase.FINALIZING: PhaseRule(accepts=_ALWAYS | {APPROVE_INVOICE}, applies_inputs=False),
     PeriodPhase.FINALIZED: PhaseRule(accepts=_ALWAYS, applies_inputs=False),
     PeriodPhase.CLOSED: PhaseRule(accepts=_ALWAYS, applies_inputs=False),
 }

@@ -42,6 +42,7 @@ def period_view(state: PeriodState, inbox: Inbox) -> PeriodView:
         period_end=state.input.period_end,
         phase=state.phase,
         grace_period_ends_at=state.grace_period_ends_at,
+        auto_approve_at=state.auto_approve_at,
         invoice=state.invoice,
         events_accepted=state.events_accepted,
         events_duplicated=state.events_duplicated,
@@ -123,6 +124,12 @@ def show_details(state: PeriodState, inbox: Inbox) -> None:
         lines.append(f"period {state.settings.period_label} ({state.settings.timezone})")
     if state.grace_period_ends_at is not None and state.phase == PeriodPhase.DRAFT:
         lines.append(f"grace period ends {state.grace_period_ends_at.isoformat()}")
+    if state.phase == PeriodPhase.AWAITING_APPROVAL and state.invoice is not None:
+        approval = state.invoice.approval
+        reasons = "; ".join(approval.reasons) if approval is not None else ""
+        lines.append(f"held for approval: {reasons}")
+        if state.auto_approve_at is not None:
+            lines.append(f"approves itself at {state.auto_approve_at.isoformat()}")
     invoice = state.invoice
     if invoice is not None:
         lines.append(

@@ -78,6 +78,23 @@ def deliver_webhook(
     )
 
 
+async def start_deliveries(
+    summary: str, delivery_ids: list[str], retry_window_seconds: int
+) -> None:
+    """Deliver webhooks in child workflows the caller does not wait for (``invoice.drafted``
+    and ``invoice.approval_required``: the period goes on while they are delivered)."""
+    for delivery_id in delivery_ids:
+        await workflow.start_child_workflow(
+            WebhookDeliveryWorkflow.run,
+            WebhookDeliveryInput(
+                delivery_id=delivery_id, retry_window_seconds=retry_window_seconds
+            ),
+            id=webhook_delivery_workflow_id(delivery_id, 1),
+            parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            static_summary=summary,
+        )
+
+
 @workflow.defn
 class WebhookDeliveryWorkflow:
     """Deliver one webhook (outbox row), retried with backoff inside a bounded window."""

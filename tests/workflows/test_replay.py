@@ -61,6 +61,11 @@ def test_histories_cover_every_workflow_and_outcome() -> None:
     outcomes.add("billing_period_malformed_signals")
     # Both shapes: before patch "lean-period-shape" and with it (prefix "lean_").
     assert outcomes | {f"lean_{name}" for name in outcomes} <= names
+    # Operator control of the grace period: a hold approved, a grace period followed.
+    assert {
+        "control_billing_period_held_then_approved",
+        "control_billing_period_grace_followed",
+    } <= names
     for path in HISTORY_FILES:
         last = json.loads(path.read_text())["events"][-1]
         assert "workflowExecutionCompletedEventAttributes" in last, f"{path.name} is unfinished"
