@@ -294,17 +294,15 @@ def preview_of(
 
 # What the preview sets itself rather than copies from the draft (the draft's own values
 # of them are not what finalization writes); the totals are replaced from the plan.
-_PREVIEW_SETS = frozenset(
-    {
-        "fees",
-        "number",
-        "status",
-        "issuing_date",
-        "tax_rate",
-        "approval",
-        "expected_finalization_at",
-    }
-)
+_PREVIEW_SETS = {
+    "fees",
+    "number",
+    "status",
+    "issuing_date",
+    "tax_rate",
+    "approval",
+    "expected_finalization_at",
+}
 
 
 def _totals_fields(totals: Totals) -> dict[str, int]:
