@@ -227,6 +227,7 @@ def build_worker(
         invoices.adjust_fee,
         invoices.remove_fee_adjustment,
         invoices.finalize_invoice,
+        invoices.recompute_grace_period,
         invoices.record_rejection,
         webhooks.deliver_webhook,
         LauncherActivities(engine).list_periods_ending,

@@ -12,21 +12,25 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from datetime import datetime
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 from sqlalchemy import Engine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from billing.decimals import PlainDecimal
 from billing.errors import BillingError
-from billing.models import AdjustedFee, Invoice, UsageEvent, UsageReceipt
-from services import finalization, invoices, periods, rejections, usage
+from billing.models import AdjustedFee, Invoice, InvoicePreview, UsageEvent, UsageReceipt
+from billing.timeline import SYSTEM_ACTOR
+from services import finalization, grace_periods, invoices, periods, rejections, usage
+from services.finalization import Approval
 from services.invoices import DraftOutcome
 from services.periods import PeriodSettings
 
 __all__ = [
     "CreateDraftRequest",
+    "DraftChange",
     "DraftOutcome",
     "DraftRequest",
     "FeeAdjustmentRequest",
@@ -36,8 +40,10 @@ __all__ = [
     "InvoiceRef",
     "PeriodSettings",
     "PeriodSettingsRequest",
+    "RecomputeGracePeriodRequest",
     "RecordRejectionRequest",
     "RecordUsageRequest",
+    "RefreshRequest",
     "RemoveFeeAdjustmentRequest",
 ]
 
@@ -47,6 +53,10 @@ R = TypeVar("R")
 
 class _Request(BaseModel):
     model_config = ConfigDict(frozen=True)
+
+
+# Fields added to a payload get defaults: payloads recorded in older workflow histories
+# (replayed, or retried by a newer worker) must still decode.
 
 
 class PeriodSettingsRequest(_Request):
@@ -60,42 +70,82 @@ class RecordUsageRequest(_Request):
     period_start: datetime
     period_end: datetime
     events: list[UsageEvent]
+    invoice_id: str | None = None  # the draft, for usage arriving in its grace period
+    requested_by: str | None = None
 
 
 class CreateDraftRequest(_Request):
     subscription_external_id: str
     period_start: datetime
     period_end: datetime
+    drafted_at: datetime | None = None  # the workflow's clock; default the activity's
+    grace_period_seconds: int | None = None  # fixed by the period; default its settings'
 
 
 class DraftRequest(_Request):
     subscription_external_id: str
     period_start: datetime
     period_end: datetime
+    drafted_at: datetime | None = None
+    grace_period_seconds: int | None = None
 
 
 class InvoiceRef(_Request):
     invoice_id: str
 
 
+class RefreshRequest(InvoiceRef):
+    requested_by: str | None = None
+
+
 class FeeAdjustmentRequest(_Request):
     invoice_id: str
     adjustment: AdjustedFee
+    requested_by: str | None = None
 
 
 class RemoveFeeAdjustmentRequest(_Request):
     invoice_id: str
     charge_code: str
+    requested_by: str | None = None
 
 
 class FinalizeRequest(_Request):
     invoice_id: str
     issued_at: datetime
+    requested_by: str | None = None
+    approved_by: str | None = None  # set: an approval, finalize whatever the rules say
+    approval_note: str | None = None
 
 
 class FinalizeResult(_Request):
     invoice: Invoice
     delivery_ids: list[str]
+    held: bool = False  # an approval rule holds the draft: wait for an approval
+    auto_approve_after_hours: PlainDecimal | None = None
+
+
+class RecomputeGracePeriodRequest(_Request):
+    invoice_id: str
+    requested_by: str | None = None
+
+
+class DraftChange(_Request):
+    """The draft after an edit and the preview of finalizing it now (one transaction).
+
+    These activities returned the bare invoice before: a result recorded then (an
+    ``Invoice`` JSON object) still decodes, as a change without a preview.
+    """
+
+    invoice: Invoice
+    preview: InvoicePreview | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_invoice(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "invoice" not in data:
+            return {"invoice": data}
+        return data
 
 
 class RecordRejectionRequest(_Request):
@@ -105,6 +155,19 @@ class RecordRejectionRequest(_Request):
     payload: str
     reason: str
     subscription_external_id: str | None = None
+    invoice_id: str | None = None  # the period's invoice: its timeline shows the refusal
+    requested_by: str | None = None
+
+
+def _change_key() -> str:
+    """The timeline key of the change this activity makes: the same for every retry of
+    this activity, different for every other step of every run."""
+    info = activity.info()
+    return f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}"
+
+
+def _draft_change(change: invoices.DraftChange) -> DraftChange:
+    return DraftChange(invoice=change.invoice, preview=change.preview)
 
 
 def _permanent_domain_errors(fn: Callable[P, R]) -> Callable[P, R]:
@@ -142,6 +205,9 @@ class InvoiceActivities:
             request.period_start,
             request.period_end,
             request.events,
+            invoice_id=request.invoice_id,
+            key=_change_key(),
+            actor=request.requested_by or SYSTEM_ACTOR,
         )
 
     @activity.defn
@@ -152,6 +218,8 @@ class InvoiceActivities:
             request.subscription_external_id,
             request.period_start,
             request.period_end,
+            drafted_at=request.drafted_at,
+            grace_period_seconds=request.grace_period_seconds,
         )
 
     @activity.defn
@@ -163,6 +231,8 @@ class InvoiceActivities:
             request.subscription_external_id,
             request.period_start,
             request.period_end,
+            drafted_at=request.drafted_at,
+            grace_period_seconds=request.grace_period_seconds,
         )
 
     @activity.defn
@@ -172,24 +242,76 @@ class InvoiceActivities:
 
     @activity.defn
     @_permanent_domain_errors
-    def refresh_draft(self, request: InvoiceRef) -> Invoice:
-        return invoices.refresh_draft(self._engine, request.invoice_id)
+    def refresh_draft(self, request: RefreshRequest) -> DraftChange:
+        change = invoices.refresh_draft_with_preview(
+            self._engine,
+            request.invoice_id,
+            key=_change_key(),
+            actor=request.requested_by or SYSTEM_ACTOR,
+        )
+        return _draft_change(change)
 
     @activity.defn
     @_permanent_domain_errors
-    def adjust_fee(self, request: FeeAdjustmentRequest) -> Invoice:
-        return invoices.adjust_fee(self._engine, request.invoice_id, request.adjustment)
+    def adjust_fee(self, request: FeeAdjustmentRequest) -> DraftChange:
+        change = invoices.adjust_fee_with_preview(
+            self._engine,
+            request.invoice_id,
+            request.adjustment,
+            key=_change_key(),
+            actor=request.requested_by or SYSTEM_ACTOR,
+        )
+        return _draft_change(change)
 
     @activity.defn(name="remove_adjustment")
     @_permanent_domain_errors
-    def remove_fee_adjustment(self, request: RemoveFeeAdjustmentRequest) -> Invoice:
-        return invoices.remove_fee_adjustment(self._engine, request.invoice_id, request.charge_code)
+    def remove_fee_adjustment(self, request: RemoveFeeAdjustmentRequest) -> DraftChange:
+        change = invoices.remove_fee_adjustment_with_preview(
+            self._engine,
+            request.invoice_id,
+            request.charge_code,
+            key=_change_key(),
+            actor=request.requested_by or SYSTEM_ACTOR,
+        )
+        return _draft_change(change)
 
     @activity.defn
     @_permanent_domain_errors
     def finalize_invoice(self, request: FinalizeRequest) -> FinalizeResult:
-        outcome = finalization.finalize_invoice(self._engine, request.invoice_id, request.issued_at)
-        return FinalizeResult(invoice=outcome.invoice, delivery_ids=list(outcome.delivery_ids))
+        """Finalize, close or hold the draft; ``approved_by`` approves it (held or not)."""
+        if request.approved_by is not None:
+            outcome = finalization.finalize_invoice(
+                self._engine,
+                request.invoice_id,
+                request.issued_at,
+                approval=Approval(approved_by=request.approved_by, note=request.approval_note),
+                actor=request.approved_by,
+            )
+        else:
+            outcome = finalization.finalize_invoice(
+                self._engine,
+                request.invoice_id,
+                request.issued_at,
+                actor=request.requested_by or SYSTEM_ACTOR,
+            )
+        return FinalizeResult(
+            invoice=outcome.invoice,
+            delivery_ids=list(outcome.delivery_ids),
+            held=outcome.held,
+            auto_approve_after_hours=outcome.auto_approve_after_hours,
+        )
+
+    @activity.defn
+    @_permanent_domain_errors
+    def recompute_grace_period(self, request: RecomputeGracePeriodRequest) -> Invoice:
+        """Move a draft's grace period end to what its settings give now (see
+        :func:`services.grace_periods.recompute_grace_period`)."""
+        return grace_periods.recompute_grace_period(
+            self._engine,
+            request.invoice_id,
+            key=_change_key(),
+            actor=request.requested_by or SYSTEM_ACTOR,
+        )
 
     @activity.defn
     @_permanent_domain_errors
@@ -202,4 +324,6 @@ class InvoiceActivities:
             payload=request.payload,
             reason=request.reason,
             subscription_external_id=request.subscription_external_id,
+            invoice_id=request.invoice_id,
+            actor=request.requested_by or SYSTEM_ACTOR,
         )

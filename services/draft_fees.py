@@ -9,7 +9,7 @@ from billing.invoicing import draft_totals, tax_rate
 from billing.models import AdjustedFee, BillingContext, Fee, Invoice, InvoiceStatus
 from store.unit_of_work import UnitOfWork
 
-__all__ = ["draft_fees", "recompute_draft", "require_draft"]
+__all__ = ["draft_fees", "recompute_draft", "recompute_draft_fees", "require_draft"]
 
 
 def require_draft(invoice: Invoice) -> None:
@@ -39,16 +39,31 @@ def draft_fees(
     )
 
 
+def recompute_draft_fees(
+    uow: UnitOfWork,
+    invoice: Invoice,
+    context: BillingContext,
+    adjustments: dict[str, AdjustedFee] | None = None,
+) -> tuple[Invoice, tuple[Fee, ...]]:
+    """Recompute a draft's fees and totals, and store them (``invoice`` as read in this
+    unit of work: its fees are rewritten only when they changed).
+
+    Returns the stored draft and the fees as computed, so a preview in the same unit of
+    work prices exactly what finalization would, without computing them again.
+    """
+    fees = draft_fees(uow, context, invoice, adjustments)
+    rate = tax_rate(context.customer, context.billing_entity)
+    stored = uow.invoices.save_draft(
+        invoice.id, draft_totals(fees, rate, context.currency), rate, stored_fees=invoice.fees
+    )
+    return stored, fees
+
+
 def recompute_draft(
     uow: UnitOfWork,
     invoice: Invoice,
     context: BillingContext,
     adjustments: dict[str, AdjustedFee] | None = None,
 ) -> Invoice:
-    """Recompute a draft's fees and totals, and store them (``invoice`` as read in this
-    unit of work: its fees are rewritten only when they changed)."""
-    fees = draft_fees(uow, context, invoice, adjustments)
-    rate = tax_rate(context.customer, context.billing_entity)
-    return uow.invoices.save_draft(
-        invoice.id, draft_totals(fees, rate, context.currency), rate, stored_fees=invoice.fees
-    )
+    """:func:`recompute_draft_fees`, for callers that need only the stored draft."""
+    return recompute_draft_fees(uow, invoice, context, adjustments)[0]

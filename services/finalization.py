@@ -12,6 +12,7 @@ nothing. :func:`preview_invoice` runs the same plan without writing anything.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import NamedTuple
@@ -28,14 +29,20 @@ from billing.invoicing import (
     should_close,
     tax_rate,
 )
-from billing.models import BillingContext, Invoice, InvoicePreview, InvoiceStatus
+from billing.models import BillingContext, Fee, Invoice, InvoicePreview, InvoiceStatus
 from billing.timeline import SYSTEM_ACTOR, TimelineKind
 from services.draft_fees import draft_fees, require_draft
 from services.timeline import record_change
 from store.unit_of_work import UnitOfWork
 from store.webhooks import INVOICE_APPROVAL_REQUIRED, INVOICE_CREATED
 
-__all__ = ["Approval", "FinalizationOutcome", "finalize_invoice", "preview_invoice"]
+__all__ = [
+    "Approval",
+    "FinalizationOutcome",
+    "finalize_invoice",
+    "preview_invoice",
+    "preview_of",
+]
 
 
 class FinalizationOutcome(BaseModel):
@@ -72,10 +79,21 @@ class _Plan(NamedTuple):
     reasons: list[str]  # approval rules that match; empty when it closes
 
 
-def _plan(uow: UnitOfWork, invoice: Invoice, context: BillingContext, *, lock: bool) -> _Plan:
-    """What finalizing ``invoice`` now would do; ``lock``: coupons and wallet until commit."""
+def _plan(
+    uow: UnitOfWork,
+    invoice: Invoice,
+    context: BillingContext,
+    *,
+    lock: bool,
+    fees: Sequence[Fee] | None = None,
+) -> _Plan:
+    """What finalizing ``invoice`` now would do; ``lock``: coupons and wallet until commit.
+
+    ``fees``: the draft's fees just computed in this unit of work (else computed here).
+    """
     customer, entity = context.customer, context.billing_entity
-    fees = draft_fees(uow, context, invoice)
+    if fees is None:
+        fees = draft_fees(uow, context, invoice)
     rate = tax_rate(customer, entity)
     if should_close(fees, entity, customer):
         return _Plan(True, draft_totals(fees, rate, context.currency), rate, [])
@@ -225,16 +243,34 @@ def finalize_invoice(
 def preview_invoice(engine: Engine, invoice_id: str, at: datetime | None = None) -> InvoicePreview:
     """The invoice exactly as finalization would make it at ``at`` (default now).
 
-    Nothing is written or consumed and no number is taken: ``number`` is null, ``status``
-    is what finalization would give (``finalized`` or ``closed``), and ``approval`` says
-    whether the approval rules would hold it. Raises ``InvoiceNotEditable`` for an invoice
-    already finalized or closed (it is what it is: show it instead).
+    Raises ``InvoiceNotEditable`` for an invoice already finalized or closed (it is what
+    it is: show it instead). See :func:`preview_of`.
     """
     with UnitOfWork(engine) as uow:
         invoice = uow.invoices.get(invoice_id)
         require_draft(invoice)
         context = uow.catalog.billing_context(invoice.subscription_external_id)
-        plan = _plan(uow, invoice, context, lock=False)
+        return preview_of(uow, invoice, context, at=at)
+
+
+def preview_of(
+    uow: UnitOfWork,
+    invoice: Invoice,
+    context: BillingContext,
+    *,
+    fees: Sequence[Fee] | None = None,
+    at: datetime | None = None,
+) -> InvoicePreview:
+    """The draft ``invoice`` as finalization would make it at ``at`` (default now), inside
+    the caller's unit of work (an edit shows its preview from the same transaction).
+
+    Nothing is written or consumed and no number is taken: ``number`` is null, ``status``
+    is what finalization would give (``finalized`` or ``closed``), the grace period's end
+    is null as on a finalized invoice, and ``approval`` says whether the approval rules
+    would hold it. ``fees``: the draft's fees as just computed in this unit of work.
+    """
+    require_draft(invoice)
+    plan = _plan(uow, invoice, context, lock=False, fees=fees)
     approval: InvoiceApproval | None
     if plan.reasons:
         approval = InvoiceApproval(status=ApprovalStatus.REQUIRED, reasons=tuple(plan.reasons))
@@ -242,7 +278,7 @@ def preview_invoice(engine: Engine, invoice_id: str, at: datetime | None = None)
         approval = invoice.approval
     else:
         approval = InvoiceApproval(status=ApprovalStatus.NOT_REQUIRED)
-    values = invoice.model_dump(exclude={"fees", "number", "status", "approval"})
+    values = invoice.model_dump(exclude=_PREVIEW_SETS)
     values.update(_totals_fields(plan.totals))
     return InvoicePreview(
         **values,
@@ -252,7 +288,21 @@ def preview_invoice(engine: Engine, invoice_id: str, at: datetime | None = None)
         issuing_date=at or datetime.now(UTC),
         tax_rate=plan.rate,
         approval=approval,
+        expected_finalization_at=None,
     )
+
+
+# What the preview sets itself rather than copies from the draft (the draft's own values
+# of them are not what finalization writes); the totals are replaced from the plan.
+_PREVIEW_SETS = {
+    "fees",
+    "number",
+    "status",
+    "issuing_date",
+    "tax_rate",
+    "approval",
+    "expected_finalization_at",
+}
 
 
 def _totals_fields(totals: Totals) -> dict[str, int]:

@@ -10,24 +10,39 @@ preview are :mod:`services.finalization`; grace period deadlines are
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine
 
+from billing.decimals import plain_decimal
 from billing.invoicing import draft_number, invoice_id_for
-from billing.models import AdjustedFee, BillingContext, Invoice, InvoiceStatus
+from billing.models import (
+    AdjustedFee,
+    AdjustmentMode,
+    BillingContext,
+    Fee,
+    Invoice,
+    InvoicePreview,
+    InvoiceStatus,
+)
 from billing.plans import require_charge
 from billing.timeline import SYSTEM_ACTOR, TimelineKind
-from services.draft_fees import recompute_draft, require_draft
+from services.draft_fees import recompute_draft_fees, require_draft
+from services.finalization import preview_of
 from services.periods import PeriodSettings, period_settings
-from services.timeline import record_change
+from services.timeline import new_key, record_change, total_change
 from store.unit_of_work import UnitOfWork
 from store.webhooks import INVOICE_DRAFTED
 
 __all__ = [
+    "DraftChange",
     "DraftOutcome",
     "adjust_fee",
+    "adjust_fee_with_preview",
     "create_draft",
     "draft_invoice",
     "find_invoice",
@@ -36,20 +51,43 @@ __all__ = [
     "list_invoices",
     "queue_drafted_webhook",
     "refresh_draft",
+    "refresh_draft_with_preview",
     "remove_fee_adjustment",
+    "remove_fee_adjustment_with_preview",
 ]
 
 DAY = timedelta(days=1)
 
 
 class DraftOutcome(BaseModel):
-    """The period's settings, its draft and the ``invoice.drafted`` deliveries to send."""
+    """The period's settings, its draft and the ``invoice.drafted`` deliveries to send;
+    ``preview``: the invoice finalizing the draft now would make (None once it is not a
+    draft any more)."""
 
     model_config = ConfigDict(frozen=True)
 
     settings: PeriodSettings
     invoice: Invoice
     delivery_ids: list[str] = []
+    preview: InvoicePreview | None = None
+
+
+class DraftChange(BaseModel):
+    """A draft after an edit, and the invoice finalizing it now would make (read in the
+    edit's own unit of work, so both show the same moment)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    invoice: Invoice
+    preview: InvoicePreview | None = None
+
+
+class _Edited(NamedTuple):
+    draft: Invoice  # as stored after the edit
+    fees: tuple[Fee, ...]  # as computed: what finalization would start from
+
+
+_Edit = Callable[[UnitOfWork, Invoice, BillingContext], _Edited]
 
 
 def _insert_draft(
@@ -60,9 +98,9 @@ def _insert_draft(
     period_end: datetime,
     drafted_at: datetime | None,
     grace_period_seconds: int | None,
-) -> Invoice:
+) -> _Edited:
     """Insert the draft with its grace period and its first fees, and record it; the
-    stored invoice when another attempt inserted it first."""
+    stored invoice (and its fees as stored) when another attempt inserted it first."""
     drafted_at = drafted_at or datetime.now(UTC)
     if grace_period_seconds is not None:
         grace = timedelta(seconds=grace_period_seconds)
@@ -79,8 +117,9 @@ def _insert_draft(
         grace_period_fixed=grace_period_seconds is not None,
     )
     if inserted is None:  # created concurrently by another attempt
-        return uow.invoices.get(invoice_id)
-    draft = recompute_draft(uow, inserted, context, adjustments={})  # no edits yet
+        stored = uow.invoices.get(invoice_id)
+        return _Edited(stored, stored.fees)
+    draft, fees = recompute_draft_fees(uow, inserted, context, adjustments={})  # no edits yet
     record_change(
         uow,
         "draft_created",
@@ -91,7 +130,7 @@ def _insert_draft(
         f"cents; the grace period ends at {(drafted_at + grace).isoformat()}",
         at=drafted_at,
     )
-    return draft
+    return _Edited(draft, fees)
 
 
 def create_draft(
@@ -119,7 +158,7 @@ def create_draft(
             uow, invoice_id, context, period_start, period_end, drafted_at, grace_period_seconds
         )
         uow.commit()
-        return draft
+        return draft.draft
 
 
 def draft_invoice(
@@ -135,60 +174,178 @@ def draft_invoice(
 
     Idempotent on (subscription, period start): a repeat returns the stored draft (or the
     invoice it became) and the deliveries already queued. The grace period as in
-    :func:`create_draft`.
+    :func:`create_draft`. The outcome's ``preview`` comes from the same unit of work.
     """
     invoice_id = invoice_id_for(subscription_external_id, period_start)
     with UnitOfWork(engine) as uow:
         context = uow.catalog.billing_context(subscription_external_id)
         settings = period_settings(context, period_start, period_end)
         invoice = uow.invoices.find(invoice_id)
+        fees = None  # the fees just computed, when this call inserts the draft
         if invoice is None:
-            invoice = _insert_draft(
+            invoice, fees = _insert_draft(
                 uow, invoice_id, context, period_start, period_end, drafted_at, grace_period_seconds
             )
+        preview = None
+        if invoice.status == InvoiceStatus.DRAFT:
+            preview = preview_of(uow, invoice, context, fees=fees)
         delivery_ids: list[str] = []
         if context.billing_entity.send_invoice_drafted_webhook:
             delivery_ids = uow.webhooks.delivery_ids(invoice_id, INVOICE_DRAFTED)
             if not delivery_ids and invoice.status == InvoiceStatus.DRAFT:
                 delivery_ids = uow.webhooks.queue(invoice, INVOICE_DRAFTED, datetime.now(UTC))
         uow.commit()
-        return DraftOutcome(settings=settings, invoice=invoice, delivery_ids=delivery_ids)
+        return DraftOutcome(
+            settings=settings, invoice=invoice, delivery_ids=delivery_ids, preview=preview
+        )
 
 
-def refresh_draft(engine: Engine, invoice_id: str) -> Invoice:
-    """Recompute every fee of a draft from its events and adjustments."""
+def _edit_draft(engine: Engine, invoice_id: str, edit: _Edit, *, preview: bool) -> DraftChange:
+    """Lock the draft, apply ``edit`` (which records its timeline entry), and with
+    ``preview`` price the finalization of the result, all in one unit of work."""
     with UnitOfWork(engine) as uow:
         invoice = uow.invoices.lock(invoice_id)
         require_draft(invoice)
         context = uow.catalog.billing_context(invoice.subscription_external_id)
-        refreshed = recompute_draft(uow, invoice, context)
+        edited = edit(uow, invoice, context)
+        shown = preview_of(uow, edited.draft, context, fees=edited.fees) if preview else None
         uow.commit()
-        return refreshed
+        return DraftChange(invoice=edited.draft, preview=shown)
 
 
-def adjust_fee(engine: Engine, invoice_id: str, adjustment: AdjustedFee) -> Invoice:
-    """Store an operator's fee edit (replacing an earlier one) and recompute the draft."""
-    with UnitOfWork(engine) as uow:
-        invoice = uow.invoices.lock(invoice_id)
-        require_draft(invoice)
-        context = uow.catalog.billing_context(invoice.subscription_external_id)
+def _refresh(key: str | None, actor: str) -> _Edit:
+    def edit(uow: UnitOfWork, invoice: Invoice, context: BillingContext) -> _Edited:
+        refreshed, fees = recompute_draft_fees(uow, invoice, context)
+        if refreshed.fees != invoice.fees:  # a refresh that changes nothing is no event
+            record_change(
+                uow,
+                key or new_key(),
+                refreshed,
+                TimelineKind.REFRESHED,
+                actor,
+                f"fees recomputed from the period's usage: {total_change(invoice, refreshed)}",
+            )
+        return _Edited(refreshed, fees)
+
+    return edit
+
+
+def _adjust(adjustment: AdjustedFee, key: str | None, actor: str) -> _Edit:
+    def edit(uow: UnitOfWork, invoice: Invoice, context: BillingContext) -> _Edited:
         require_charge(adjustment.charge_code, context.charge_codes)
-        uow.invoices.save_adjustment(invoice_id, adjustment)
-        adjusted = recompute_draft(uow, invoice, context)
-        uow.commit()
-        return adjusted
+        uow.invoices.save_adjustment(invoice.id, adjustment)
+        adjusted, fees = recompute_draft_fees(uow, invoice, context)
+        record_change(
+            uow,
+            key or new_key(),
+            adjusted,
+            TimelineKind.FEE_ADJUSTED,
+            actor,
+            f"fee of {adjustment.charge_code} {_adjustment_text(adjustment)}: "
+            f"{total_change(invoice, adjusted)}",
+        )
+        return _Edited(adjusted, fees)
+
+    return edit
 
 
-def remove_fee_adjustment(engine: Engine, invoice_id: str, charge_code: str) -> Invoice:
-    """Drop an operator's edit: the computed fee comes back. Idempotent."""
-    with UnitOfWork(engine) as uow:
-        invoice = uow.invoices.lock(invoice_id)
-        require_draft(invoice)
-        uow.invoices.delete_adjustment(invoice_id, charge_code)
-        context = uow.catalog.billing_context(invoice.subscription_external_id)
-        restored = recompute_draft(uow, invoice, context)
-        uow.commit()
-        return restored
+def _remove_adjustment(charge_code: str, key: str | None, actor: str) -> _Edit:
+    def edit(uow: UnitOfWork, invoice: Invoice, context: BillingContext) -> _Edited:
+        removed = uow.invoices.delete_adjustment(invoice.id, charge_code)
+        restored, fees = recompute_draft_fees(uow, invoice, context)
+        if removed:  # removing an edit that is not there (a repeat) records nothing
+            record_change(
+                uow,
+                key or new_key(),
+                restored,
+                TimelineKind.FEE_ADJUSTMENT_REMOVED,
+                actor,
+                f"adjustment of {charge_code} removed, the computed fee is back: "
+                f"{total_change(invoice, restored)}",
+            )
+        return _Edited(restored, fees)
+
+    return edit
+
+
+def _adjustment_text(adjustment: AdjustedFee) -> str:
+    if adjustment.mode == AdjustmentMode.UNITS:
+        return f"set to {plain_decimal(adjustment.units or Decimal(0))} units"
+    if adjustment.mode == AdjustmentMode.AMOUNT:
+        return (
+            f"set to {plain_decimal(adjustment.units or Decimal(0))} units at "
+            f"{plain_decimal(adjustment.unit_amount or Decimal(0))} each"
+        )
+    return f"renamed to {adjustment.display_name!r}"
+
+
+def refresh_draft(
+    engine: Engine, invoice_id: str, *, key: str | None = None, actor: str = SYSTEM_ACTOR
+) -> Invoice:
+    """Recompute every fee of a draft from its events and adjustments.
+
+    ``key``: the timeline key of this change (a workflow step's, stable across its
+    retries; default a new one); recorded only when the fees changed.
+    """
+    return _edit_draft(engine, invoice_id, _refresh(key, actor), preview=False).invoice
+
+
+def refresh_draft_with_preview(
+    engine: Engine, invoice_id: str, *, key: str | None = None, actor: str = SYSTEM_ACTOR
+) -> DraftChange:
+    """:func:`refresh_draft`, and the preview of finalizing the result now."""
+    return _edit_draft(engine, invoice_id, _refresh(key, actor), preview=True)
+
+
+def adjust_fee(
+    engine: Engine,
+    invoice_id: str,
+    adjustment: AdjustedFee,
+    *,
+    key: str | None = None,
+    actor: str = SYSTEM_ACTOR,
+) -> Invoice:
+    """Store an operator's fee edit (replacing an earlier one) and recompute the draft."""
+    return _edit_draft(engine, invoice_id, _adjust(adjustment, key, actor), preview=False).invoice
+
+
+def adjust_fee_with_preview(
+    engine: Engine,
+    invoice_id: str,
+    adjustment: AdjustedFee,
+    *,
+    key: str | None = None,
+    actor: str = SYSTEM_ACTOR,
+) -> DraftChange:
+    """:func:`adjust_fee`, and the preview of finalizing the result now."""
+    return _edit_draft(engine, invoice_id, _adjust(adjustment, key, actor), preview=True)
+
+
+def remove_fee_adjustment(
+    engine: Engine,
+    invoice_id: str,
+    charge_code: str,
+    *,
+    key: str | None = None,
+    actor: str = SYSTEM_ACTOR,
+) -> Invoice:
+    """Drop an operator's edit: the computed fee comes back. Idempotent (a removal of
+    nothing records nothing)."""
+    edit = _remove_adjustment(charge_code, key, actor)
+    return _edit_draft(engine, invoice_id, edit, preview=False).invoice
+
+
+def remove_fee_adjustment_with_preview(
+    engine: Engine,
+    invoice_id: str,
+    charge_code: str,
+    *,
+    key: str | None = None,
+    actor: str = SYSTEM_ACTOR,
+) -> DraftChange:
+    """:func:`remove_fee_adjustment`, and the preview of finalizing the result now."""
+    edit = _remove_adjustment(charge_code, key, actor)
+    return _edit_draft(engine, invoice_id, edit, preview=True)
 
 
 def queue_drafted_webhook(engine: Engine, invoice_id: str) -> list[str]:

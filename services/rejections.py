@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
+from billing.timeline import SYSTEM_ACTOR, TimelineKind
+from services.timeline import record_entry
 from store.rejections import RejectionRecord
 from store.unit_of_work import UnitOfWork
 
@@ -19,8 +21,14 @@ def record_rejected_input(
     payload: str,
     reason: str,
     subscription_external_id: str | None = None,
+    invoice_id: str | None = None,
+    actor: str = SYSTEM_ACTOR,
 ) -> None:
-    """Keep a refused signal or request for operators; idempotent on ``key``."""
+    """Keep a refused signal or request for operators; idempotent on ``key``.
+
+    ``invoice_id``: the period's invoice (drafted or not yet), whose timeline then shows
+    the refusal under the same ``key``; ``actor``: who sent the refused input.
+    """
     with UnitOfWork(engine) as uow:
         uow.rejections.add_input(
             key=key,
@@ -30,6 +38,16 @@ def record_rejected_input(
             reason=reason,
             subscription_external_id=subscription_external_id,
         )
+        if invoice_id is not None:
+            record_entry(
+                uow,
+                key,
+                invoice_id,
+                uow.invoices.total(invoice_id) or 0,  # 0: refused before the draft
+                TimelineKind.INPUT_REJECTED,
+                actor,
+                f"{kind} refused: {reason}",
+            )
         uow.commit()
 
 

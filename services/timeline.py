@@ -14,7 +14,13 @@ from billing.models import Invoice
 from billing.timeline import TimelineEntry, TimelineKind
 from store.unit_of_work import UnitOfWork
 
-__all__ = ["invoice_timeline", "new_key", "record_change", "total_change"]
+__all__ = [
+    "invoice_timeline",
+    "new_key",
+    "record_change",
+    "record_entry",
+    "total_change",
+]
 
 
 def new_key() -> str:
@@ -31,14 +37,29 @@ def record_change(
     summary: str,
     at: datetime | None = None,
 ) -> None:
+    """Record a change of ``invoice`` (as it is after the change) once under ``key``."""
+    record_entry(uow, key, invoice.id, invoice.total_amount_cents, kind, actor, summary, at)
+
+
+def record_entry(
+    uow: UnitOfWork,
+    key: str,
+    invoice_id: str,
+    total_amount_cents: int,
+    kind: TimelineKind,
+    actor: str,
+    summary: str,
+    at: datetime | None = None,
+) -> None:
+    """Record an entry of an invoice not loaded in this unit of work (usage, a refusal)."""
     uow.timeline.record(
-        f"{invoice.id}/{key}",
-        invoice.id,
+        f"{invoice_id}/{key}",
+        invoice_id,
         kind,
         at=at or datetime.now(UTC),
         actor=actor,
         summary=summary,
-        total_amount_cents=invoice.total_amount_cents,
+        total_amount_cents=total_amount_cents,
     )
 
 

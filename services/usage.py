@@ -14,7 +14,9 @@ from datetime import datetime
 from sqlalchemy import Engine
 
 from billing.models import BillingContext, ChargeUsage, RejectedEvent, UsageEvent, UsageReceipt
+from billing.timeline import SYSTEM_ACTOR, TimelineKind
 from billing.usage import AcceptedEvent, accept_event
+from services.timeline import new_key, record_entry
 from store.unit_of_work import UnitOfWork
 
 __all__ = ["period_usage", "record_usage"]
@@ -26,8 +28,16 @@ def record_usage(
     period_start: datetime,
     period_end: datetime,
     events: Sequence[UsageEvent],
+    *,
+    invoice_id: str | None = None,
+    key: str | None = None,
+    actor: str = SYSTEM_ACTOR,
 ) -> UsageReceipt:
-    """Record a batch of events of one subscription's period, exactly once each."""
+    """Record a batch of events of one subscription's period, exactly once each.
+
+    ``invoice_id``: the period's draft, when the batch arrives in its grace period (late
+    usage); a batch that adds events is then written to its timeline under ``key``.
+    """
     with UnitOfWork(engine) as uow:
         context = uow.catalog.billing_context(subscription_external_id)
         first_copies: dict[str, UsageEvent] = {}
@@ -55,12 +65,40 @@ def record_usage(
             subscription_external_id,
             [(first_copies[r.transaction_id], r.reason) for r in rejected],
         )
-        uow.commit()
-        return UsageReceipt(
+        receipt = UsageReceipt(
             accepted=inserted,
             duplicates=duplicates + len(accepted) - inserted,
             rejected=rejected,
         )
+        if invoice_id is not None and inserted:
+            total = uow.invoices.total(invoice_id)
+            if total is not None:
+                record_entry(
+                    uow,
+                    key or new_key(),
+                    invoice_id,
+                    total,
+                    TimelineKind.USAGE_RECORDED,
+                    actor,
+                    _receipt_text(receipt),
+                )
+        uow.commit()
+        return receipt
+
+
+def _receipt_text(receipt: UsageReceipt) -> str:
+    """``3 events accepted, 1 duplicate``: what a late batch did (the fees follow on the
+    next refresh)."""
+
+    def count(number: int, what: str) -> str:
+        return f"{number} {what}{'' if number == 1 else 's'}"
+
+    parts = [f"{count(receipt.accepted, 'event')} accepted"]
+    if receipt.duplicates:
+        parts.append(count(receipt.duplicates, "duplicate"))
+    if receipt.rejected:
+        parts.append(f"{len(receipt.rejected)} rejected")
+    return ", ".join(parts)
 
 
 def period_usage(

@@ -186,6 +186,12 @@ class InvoiceRepository:
             raise NotFound(f"invoice {invoice_id!r} does not exist")
         return invoice
 
+    def total(self, invoice_id: str) -> int | None:
+        """The invoice's total in cents (None: no such invoice), for a timeline entry."""
+        return self._session.scalar(
+            select(_INVOICES.c.total_amount_cents).where(_INVOICES.c.id == invoice_id)
+        )
+
     def adjustments(self, invoice_id: str) -> dict[str, AdjustedFee]:
         """The operator's edits of the invoice, by charge code."""
         rows = self._session.execute(
@@ -269,12 +275,14 @@ class InvoiceRepository:
             ],
         )
 
-    def delete_adjustment(self, invoice_id: str, charge_code: str) -> None:
-        self._session.execute(
+    def delete_adjustment(self, invoice_id: str, charge_code: str) -> bool:
+        """Drop an operator's edit; whether there was one."""
+        result = self._session.execute(
             delete(_ADJUSTMENTS).where(
                 _ADJUSTMENTS.c.invoice_id == invoice_id, _ADJUSTMENTS.c.charge_code == charge_code
             )
         )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def _write_fees(
         self, invoice_id: str, fees: Sequence[Fee], stored: Sequence[Fee] | None

@@ -19,6 +19,7 @@ ACTIVITY_NAMES = {
     "adjust_fee",
     "remove_adjustment",
     "finalize_invoice",
+    "recompute_grace_period",
     "record_rejection",
 }
 
@@ -50,4 +51,15 @@ def test_the_usage_receipt_has_the_json_of_the_former_activity_result() -> None:
 
 def test_the_fee_adjustment_removal_request_keeps_its_fields() -> None:
     request = RemoveFeeAdjustmentRequest(invoice_id="i", charge_code="calls")
-    assert json.loads(request.model_dump_json()) == {"invoice_id": "i", "charge_code": "calls"}
+    assert json.loads(request.model_dump_json()) == {
+        "invoice_id": "i",
+        "charge_code": "calls",
+        "requested_by": None,
+    }
+    # A payload recorded before ``requested_by`` existed still decodes.
+    assert (
+        RemoveFeeAdjustmentRequest.model_validate_json(
+            '{"invoice_id": "i", "charge_code": "calls"}'
+        )
+        == request
+    )

@@ -283,7 +283,15 @@ def test_draft_invoice_is_one_idempotent_step(catalog_engine: Engine) -> None:
     assert outcome.settings.customer_external_id == "cust_northwind"
     assert len(outcome.delivery_ids) == 1
     assert get_delivery(catalog_engine, outcome.delivery_ids[0]).webhook_type == "invoice.drafted"
-    assert draft_invoice(catalog_engine, NORTHWIND, start, end) == outcome
+    repeat = draft_invoice(catalog_engine, NORTHWIND, start, end)
+    # The same draft and deliveries; the preview is priced again at the repeat's "now".
+    assert repeat.model_copy(update={"preview": None}) == outcome.model_copy(
+        update={"preview": None}
+    )
+    assert outcome.preview is not None and repeat.preview is not None
+    assert repeat.preview.model_copy(update={"issuing_date": None}) == outcome.preview.model_copy(
+        update={"issuing_date": None}
+    )
     brandt = draft_invoice(catalog_engine, "sub_brandt_team", *january("Europe/Berlin"))
     assert brandt.delivery_ids == []  # acme_eu does not send it
 
