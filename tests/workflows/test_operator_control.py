@@ -39,6 +39,7 @@ from workflows.messages import (
     PeriodPhase,
     RecomputeGracePeriod,
 )
+from workflows.search_attributes import INVOICE_STATUS
 
 HOUR = 3600
 
@@ -114,6 +115,8 @@ async def test_an_invoice_over_its_rule_is_held_edited_then_approved(
     handle = await hold(held)
     view = await held.view(handle)
     assert view.phase == PeriodPhase.AWAITING_APPROVAL
+    found = (await handle.describe()).typed_search_attributes
+    assert found.get(INVOICE_STATUS) == "awaiting_approval"  # operators list held invoices
     invoice_id = view.invoice.id if view.invoice else ""
     # The approval_required webhook reaches the receiver while the period waits.
     await webhook_arrives(held, "invoice.approval_required")
@@ -290,8 +293,19 @@ async def test_malformed_and_early_approvals_are_refused_and_lose_nothing(
     view = await held.wait_for_draft(handle)
     await handle.signal("approve_invoice", {"note": ""})  # note must not be empty
     await handle.signal("approve_invoice", {"approved": "yes"})  # no such field
-    await held.wait_for(handle, lambda v: v.inputs_rejected >= 2)
-    assert (await held.view(handle)).phase == PeriodPhase.DRAFT  # nothing approved
+    await handle.signal("recompute_grace_period", {"grace_period_days": 1})  # not its field
+    await handle.signal(  # requested_by must name someone
+        "edit_fee", {"charge_code": "seats", "mode": "units", "units": "2", "requested_by": ""}
+    )
+    await held.wait_for(handle, lambda v: v.inputs_rejected >= 4)
+    rejected = await handle.query(BillingPeriodWorkflow.rejections)
+    reasons = " | ".join(r.reason for r in rejected)
+    assert "malformed approve_invoice payload" in reasons
+    assert "malformed recompute_grace_period payload" in reasons
+    assert "requested_by" in reasons
+    after = await held.view(handle)
+    assert after.phase == PeriodPhase.DRAFT  # nothing approved, nothing edited
+    assert after.invoice is not None and after.invoice.total_amount_cents == 10000
     await hold_and_approve(handle)
     assert await workflow_task_failures(handle) == []
     assert view.invoice is not None
