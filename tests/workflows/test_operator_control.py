@@ -158,6 +158,17 @@ async def test_an_invoice_over_its_rule_is_held_edited_then_approved(
     ]
     assert timeline[-1].total_amount_cents == 11500
     await webhook_arrives(held, "invoice.created")
+    # Both deliveries (approval_required, created) land in the timeline once delivered.
+    for _ in range(300):
+        delivered = [
+            e for e in invoice_timeline(held.engine, invoice_id) if e.kind.startswith("webhook_")
+        ]
+        if len(delivered) >= 2:
+            break
+        await asyncio.sleep(0.1)
+    assert [e.kind for e in delivered] == [TimelineKind.WEBHOOK_DELIVERED] * 2
+    assert "invoice.approval_required" in delivered[0].summary
+    assert "invoice.created" in delivered[1].summary
 
 
 async def test_a_held_invoice_approves_itself_after_the_rules_hours(
