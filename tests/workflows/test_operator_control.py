@@ -83,11 +83,13 @@ async def plain(
         yield harness
 
 
-async def webhook_arrives(harness: PeriodHarness, webhook_type: str) -> None:
-    """Wait (real time) until the receiver accepted a webhook of this type."""
+async def webhook_arrives(harness: PeriodHarness, webhook_type: str) -> dict[str, Any]:
+    """Wait (real time) until the receiver accepted a webhook of this type; its payload."""
     for _ in range(300):
-        if any(r.payload().get("webhook_type") == webhook_type for r in harness.sink.accepted):
-            return
+        for received in harness.sink.accepted:
+            payload: dict[str, Any] = received.payload()
+            if payload.get("webhook_type") == webhook_type:
+                return payload
         await asyncio.sleep(0.1)
     raise AssertionError(f"no {webhook_type} webhook received")
 
@@ -119,7 +121,9 @@ async def test_an_invoice_over_its_rule_is_held_edited_then_approved(
     assert found.get(INVOICE_STATUS) == "awaiting_approval"  # operators list held invoices
     invoice_id = view.invoice.id if view.invoice else ""
     # The approval_required webhook reaches the receiver while the period waits.
-    await webhook_arrives(held, "invoice.approval_required")
+    required = await webhook_arrives(held, "invoice.approval_required")
+    assert required["invoice"]["approval"]["status"] == "required"
+    assert "5000" in required["invoice"]["approval"]["reasons"][0]
 
     # Held is still a draft: fee edits and late usage apply; finalize-now leaves it held.
     edited = await handle.execute_update(
@@ -262,6 +266,8 @@ async def test_a_running_draft_follows_a_shorter_grace_period(plain: PeriodHarne
     await handle.signal(BillingPeriodWorkflow.recompute_grace_period, RecomputeGracePeriod())
     final = await handle.result()
     assert final.status == InvoiceStatus.FINALIZED
+    assert final.expected_finalization_at is None  # nothing is expected of a final invoice
+    assert get_invoice(plain.engine, final.id).expected_finalization_at is None
 
 
 async def test_a_fixed_grace_period_does_not_follow_the_setting(plain: PeriodHarness) -> None:
