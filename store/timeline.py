@@ -1,11 +1,13 @@
 """The invoice timeline repository: entries written with the change they record.
 
 Each entry has an idempotency key; a second write of the same key (a retried step whose
-first attempt committed) adds nothing.
+first attempt committed) adds nothing. Keys longer than the column are stored as a prefix
+and their SHA-256 (:func:`stored_key`), so two long keys never collide.
 """
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 
 from sqlalchemy import select
@@ -15,9 +17,21 @@ from billing.timeline import TimelineEntry, TimelineKind
 from store._rows import dialect_insert
 from store.schema import InvoiceTimelineRow
 
-__all__ = ["TimelineRepository"]
+__all__ = ["KEY_LIMIT", "TimelineRepository", "stored_key"]
 
 _SUMMARY_LIMIT = 2000
+KEY_LIMIT = 300  # the key column's width
+_DIGEST_CHARS = 64  # SHA-256 in hex
+
+
+def stored_key(key: str) -> str:
+    """``key`` as stored: unchanged when it fits the column, else a prefix and the key's
+    SHA-256, so that distinct long keys (a step id that embeds a long subscription id)
+    stay distinct while the same key maps to the same value on every retry."""
+    if len(key) <= KEY_LIMIT:
+        return key
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    return f"{key[: KEY_LIMIT - _DIGEST_CHARS - 1]}#{digest}"
 
 
 class TimelineRepository:
@@ -44,7 +58,7 @@ class TimelineRepository:
             ),
             [
                 {
-                    "key": key[:300],
+                    "key": stored_key(key),
                     "invoice_id": invoice_id,
                     "at": at,
                     "kind": kind.value,
