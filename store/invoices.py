@@ -177,14 +177,22 @@ class InvoiceRepository:
         return _with_fees(self._session.execute(statement).all())
 
     def lock(self, invoice_id: str) -> Invoice:
-        """The invoice with its fees, locked until commit (PostgreSQL; SQLite's write lock
-        is held). One statement: the lock is taken on the invoice row only."""
-        invoice = self._one(
-            _select_with_fees().where(_INVOICES.c.id == invoice_id).with_for_update(of=_INVOICES)
-        )
-        if invoice is None:
-            raise NotFound(f"invoice {invoice_id!r} does not exist")
-        return invoice
+        """The invoice with its fees, locked until commit, read after the lock is held.
+
+        PostgreSQL: the row lock comes first, in a statement of its own. Under READ
+        COMMITTED each statement sees what committed before it began, so a caller that
+        waited for the lock reads what the holder wrote. (A ``FOR UPDATE`` that also
+        joined the fees would return the invoice row's new version but the fees of the
+        snapshot taken before the wait.) SQLite: the write lock is held since ``BEGIN
+        IMMEDIATE``, so the read alone suffices.
+        """
+        if self._session.get_bind().dialect.name == "postgresql":
+            locked = self._session.scalar(
+                select(_INVOICES.c.id).where(_INVOICES.c.id == invoice_id).with_for_update()
+            )
+            if locked is None:
+                raise NotFound(f"invoice {invoice_id!r} does not exist")
+        return self.get(invoice_id)
 
     def total(self, invoice_id: str) -> int | None:
         """The invoice's total in cents (None: no such invoice), for a timeline entry."""

@@ -43,6 +43,17 @@ BOUNDS = {
     "finalize_invoice (repeat)": 2,
     "queue_drafted_webhook": 5,
 }
+# PostgreSQL takes an invoice's row lock in a statement of its own, before reading the
+# invoice (InvoiceRepository.lock): one more statement for these.
+LOCKS_THE_INVOICE = {
+    "refresh_draft",
+    "adjust_fee",
+    "remove_fee_adjustment",
+    "finalize_invoice",
+    "finalize_invoice (closed)",
+    "finalize_invoice (repeat)",
+    "queue_drafted_webhook",
+}
 
 
 @contextmanager
@@ -116,5 +127,10 @@ def test_statements_per_invoice_operation(catalog_engine: Engine) -> None:
         lambda: finalize_invoice(engine, empty.id, ISSUED_AT),
     )
     assert closed.invoice.status == InvoiceStatus.CLOSED
-    over = {name: counts[name] for name, bound in BOUNDS.items() if len(counts[name]) > bound}
+    locking = 1 if engine.dialect.name == "postgresql" else 0
+    over = {
+        name: counts[name]
+        for name, bound in BOUNDS.items()
+        if len(counts[name]) > bound + (locking if name in LOCKS_THE_INVOICE else 0)
+    }
     assert not over, f"statements over their bound: {over}"
