@@ -243,35 +243,38 @@ class InvoiceActivities:
     @activity.defn
     @_permanent_domain_errors
     def refresh_draft(self, request: RefreshRequest) -> DraftChange:
-        change = invoices.refresh_draft_with_preview(
+        change = invoices.refresh_draft(
             self._engine,
             request.invoice_id,
             key=_change_key(),
             actor=request.requested_by or SYSTEM_ACTOR,
+            preview=True,
         )
         return _draft_change(change)
 
     @activity.defn
     @_permanent_domain_errors
     def adjust_fee(self, request: FeeAdjustmentRequest) -> DraftChange:
-        change = invoices.adjust_fee_with_preview(
+        change = invoices.adjust_fee(
             self._engine,
             request.invoice_id,
             request.adjustment,
             key=_change_key(),
             actor=request.requested_by or SYSTEM_ACTOR,
+            preview=True,
         )
         return _draft_change(change)
 
     @activity.defn(name="remove_adjustment")
     @_permanent_domain_errors
     def remove_fee_adjustment(self, request: RemoveFeeAdjustmentRequest) -> DraftChange:
-        change = invoices.remove_fee_adjustment_with_preview(
+        change = invoices.remove_fee_adjustment(
             self._engine,
             request.invoice_id,
             request.charge_code,
             key=_change_key(),
             actor=request.requested_by or SYSTEM_ACTOR,
+            preview=True,
         )
         return _draft_change(change)
 

@@ -42,7 +42,6 @@ __all__ = [
     "DraftChange",
     "DraftOutcome",
     "adjust_fee",
-    "adjust_fee_with_preview",
     "create_draft",
     "draft_invoice",
     "find_invoice",
@@ -51,9 +50,7 @@ __all__ = [
     "list_invoices",
     "queue_drafted_webhook",
     "refresh_draft",
-    "refresh_draft_with_preview",
     "remove_fee_adjustment",
-    "remove_fee_adjustment_with_preview",
 ]
 
 DAY = timedelta(days=1)
@@ -73,8 +70,8 @@ class DraftOutcome(BaseModel):
 
 
 class DraftChange(BaseModel):
-    """A draft after an edit, and the invoice finalizing it now would make (read in the
-    edit's own unit of work, so both show the same moment)."""
+    """A draft after an edit, and (when asked for) the invoice finalizing it now would
+    make, read in the edit's own unit of work so both show the same moment."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -280,21 +277,20 @@ def _adjustment_text(adjustment: AdjustedFee) -> str:
 
 
 def refresh_draft(
-    engine: Engine, invoice_id: str, *, key: str | None = None, actor: str = SYSTEM_ACTOR
-) -> Invoice:
+    engine: Engine,
+    invoice_id: str,
+    *,
+    key: str | None = None,
+    actor: str = SYSTEM_ACTOR,
+    preview: bool = False,
+) -> DraftChange:
     """Recompute every fee of a draft from its events and adjustments.
 
     ``key``: the timeline key of this change (a workflow step's, stable across its
-    retries; default a new one); recorded only when the fees changed.
+    retries; default a new one); recorded only when the fees changed. ``preview``: also
+    price the finalization of the result, in the same unit of work.
     """
-    return _edit_draft(engine, invoice_id, _refresh(key, actor), preview=False).invoice
-
-
-def refresh_draft_with_preview(
-    engine: Engine, invoice_id: str, *, key: str | None = None, actor: str = SYSTEM_ACTOR
-) -> DraftChange:
-    """:func:`refresh_draft`, and the preview of finalizing the result now."""
-    return _edit_draft(engine, invoice_id, _refresh(key, actor), preview=True)
+    return _edit_draft(engine, invoice_id, _refresh(key, actor), preview=preview)
 
 
 def adjust_fee(
@@ -304,21 +300,11 @@ def adjust_fee(
     *,
     key: str | None = None,
     actor: str = SYSTEM_ACTOR,
-) -> Invoice:
-    """Store an operator's fee edit (replacing an earlier one) and recompute the draft."""
-    return _edit_draft(engine, invoice_id, _adjust(adjustment, key, actor), preview=False).invoice
-
-
-def adjust_fee_with_preview(
-    engine: Engine,
-    invoice_id: str,
-    adjustment: AdjustedFee,
-    *,
-    key: str | None = None,
-    actor: str = SYSTEM_ACTOR,
+    preview: bool = False,
 ) -> DraftChange:
-    """:func:`adjust_fee`, and the preview of finalizing the result now."""
-    return _edit_draft(engine, invoice_id, _adjust(adjustment, key, actor), preview=True)
+    """Store an operator's fee edit (replacing an earlier one) and recompute the draft;
+    ``key`` and ``preview`` as in :func:`refresh_draft`."""
+    return _edit_draft(engine, invoice_id, _adjust(adjustment, key, actor), preview=preview)
 
 
 def remove_fee_adjustment(
@@ -328,24 +314,12 @@ def remove_fee_adjustment(
     *,
     key: str | None = None,
     actor: str = SYSTEM_ACTOR,
-) -> Invoice:
-    """Drop an operator's edit: the computed fee comes back. Idempotent (a removal of
-    nothing records nothing)."""
-    edit = _remove_adjustment(charge_code, key, actor)
-    return _edit_draft(engine, invoice_id, edit, preview=False).invoice
-
-
-def remove_fee_adjustment_with_preview(
-    engine: Engine,
-    invoice_id: str,
-    charge_code: str,
-    *,
-    key: str | None = None,
-    actor: str = SYSTEM_ACTOR,
+    preview: bool = False,
 ) -> DraftChange:
-    """:func:`remove_fee_adjustment`, and the preview of finalizing the result now."""
+    """Drop an operator's edit: the computed fee comes back. Idempotent (a removal of
+    nothing records nothing); ``key`` and ``preview`` as in :func:`refresh_draft`."""
     edit = _remove_adjustment(charge_code, key, actor)
-    return _edit_draft(engine, invoice_id, edit, preview=True)
+    return _edit_draft(engine, invoice_id, edit, preview=preview)
 
 
 def queue_drafted_webhook(engine: Engine, invoice_id: str) -> list[str]:

@@ -63,7 +63,7 @@ def test_draft_is_idempotent_and_refresh_picks_up_late_usage(catalog_engine: Eng
         event(NORTHWIND, f"c{i}", "api_calls", "2026-01-20T12:00:00+00:00") for i in range(70_000)
     ]
     record_usage(catalog_engine, NORTHWIND, start, end, events)
-    refreshed = refresh_draft(catalog_engine, draft.id)
+    refreshed = refresh_draft(catalog_engine, draft.id).invoice
     calls = next(fee for fee in refreshed.fees if fee.code == "api_calls")
     assert (calls.units, calls.events_count, calls.amount_cents) == (Decimal(70_000), 70_000, 2_000)
     assert refreshed.fees_amount_cents == 31_900
@@ -85,7 +85,7 @@ def test_adjustments_survive_refresh_and_can_be_removed(catalog_engine: Engine) 
             unit_amount=Decimal("12.34"),
             display_name="Storage (goodwill)",
         ),
-    )
+    ).invoice
     storage = next(fee for fee in adjusted.fees if fee.code == "peak_storage_gb")
     assert (storage.amount_cents, storage.adjusted, storage.display_name) == (
         1_234,
@@ -100,13 +100,13 @@ def test_adjustments_survive_refresh_and_can_be_removed(catalog_engine: Engine) 
         end,
         [event(NORTHWIND, "s1", "peak_storage_gb", "2026-01-12T00:00:00+00:00", gb=500)],
     )
-    refreshed = refresh_draft(catalog_engine, draft.id)
+    refreshed = refresh_draft(catalog_engine, draft.id).invoice
     assert next(f for f in refreshed.fees if f.code == "peak_storage_gb").amount_cents == 1_234
     assert [a.charge_code for a in list_adjustments(catalog_engine, draft.id)] == [
         "peak_storage_gb"
     ]
 
-    restored = remove_fee_adjustment(catalog_engine, draft.id, "peak_storage_gb")
+    restored = remove_fee_adjustment(catalog_engine, draft.id, "peak_storage_gb").invoice
     storage = next(fee for fee in restored.fees if fee.code == "peak_storage_gb")
     assert (storage.amount_cents, storage.adjusted) == (5_000, False)  # 500 GB x $0.10
     assert list_adjustments(catalog_engine, draft.id) == []
@@ -258,7 +258,7 @@ def test_coupons_and_credits_added_during_grace_apply_only_at_finalization(
     top_up_wallet(  # a retried top-up adds nothing
         catalog_engine, customer_external_id="cust_sakura", amount_cents=500, transaction_id="tu-1"
     )
-    refreshed = refresh_draft(catalog_engine, draft.id)
+    refreshed = refresh_draft(catalog_engine, draft.id).invoice
     assert refreshed.coupons_amount_cents == 0 and refreshed.prepaid_credit_amount_cents == 0
     invoice = finalize_invoice(catalog_engine, draft.id, ISSUED_AT).invoice
     assert invoice.coupons_amount_cents == 245  # 5% of $49
