@@ -5,15 +5,23 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
+import yaml
+
 from billing.models import PlanInterval, UsageEvent
 from billing.periods import period_starting
+from tests.fixtures.database import CATALOG_FILE
 
 JANUARY = date(2026, 1, 1)
+FEBRUARY = date(2026, 2, 1)
 
 
 def january(timezone: str) -> tuple[datetime, datetime]:
     """January 2026 in ``timezone``, as the UTC half-open interval the store expects."""
     return period_starting(JANUARY, timezone, PlanInterval.MONTHLY)
+
+
+def february(timezone: str) -> tuple[datetime, datetime]:
+    return period_starting(FEBRUARY, timezone, PlanInterval.MONTHLY)
 
 
 def event(
@@ -31,3 +39,14 @@ def event(
         timestamp=timestamp,
         properties=properties,
     )
+
+
+def example_catalog() -> dict[str, Any]:
+    """``examples/catalog.yaml`` as a fresh dict, to change and load again."""
+    loaded: dict[str, Any] = yaml.safe_load(CATALOG_FILE.read_text(encoding="utf-8"))
+    return loaded
+
+
+def entry(catalog: dict[str, Any], section: str, key: str, value: str) -> dict[str, Any]:
+    """The item of ``catalog[section]`` whose ``key`` is ``value`` (to change it)."""
+    return next(item for item in catalog[section] if item[key] == value)
