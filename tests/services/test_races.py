@@ -18,14 +18,16 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, text
 
+from billing.approval import ApprovalStatus
 from billing.errors import InvoiceNotEditable
 from billing.models import AdjustedFee, AdjustmentMode, Invoice, InvoiceStatus
 from billing.timeline import TimelineKind
-from services.finalization import FinalizationOutcome, finalize_invoice
+from services.catalog import load_catalog
+from services.finalization import Approval, FinalizationOutcome, finalize_invoice
 from services.invoices import adjust_fee, create_draft, get_invoice, remove_fee_adjustment
 from services.timeline import invoice_timeline
 from store.db import make_engine
-from tests.services.support import january
+from tests.services.support import entry, example_catalog, january
 from tests.services.test_invoices import ISSUED_AT, NORTHWIND
 
 SIXTY_THOUSAND_CALLS = AdjustedFee(
@@ -212,3 +214,32 @@ def test_an_edit_and_its_removal_racing_leave_fees_and_totals_agreeing(
     else:  # the removal found nothing (SQLite may run it first); the edit stands
         assert catalog_engine.dialect.name == "sqlite"
         assert adjusted == ["api_calls"] and stored.fees_amount_cents == 30_900
+
+
+def test_an_approval_racing_a_finalization_finalizes_once(
+    catalog_engine: Engine, database_url: str
+) -> None:
+    catalog = example_catalog()
+    entry(catalog, "billing_entities", "code", "acme_us")["approval"] = {"always": True}
+    load_catalog(catalog_engine, catalog)
+    draft = create_draft(catalog_engine, NORTHWIND, *january("America/New_York"))
+    approval = Approval(approved_by="alice")
+    with _racers_engine(database_url) as (racers, name):
+        held, approved = _race(
+            catalog_engine,
+            _Racers(racers, name),
+            draft.id,
+            lambda: finalize_invoice(racers, draft.id, ISSUED_AT),
+            lambda: finalize_invoice(racers, draft.id, ISSUED_AT, approval=approval),
+        )
+    assert isinstance(held, FinalizationOutcome) and isinstance(approved, FinalizationOutcome)
+    final = get_invoice(catalog_engine, draft.id)
+    assert approved.invoice == final and final.number == "ACME-000001"
+    assert final.approval is not None and final.approval.status == ApprovalStatus.APPROVED
+    assert final.approval.approved_by == "alice"
+    kinds = _kinds(catalog_engine, draft.id)
+    assert kinds.count(TimelineKind.FINALIZED) == 1 and kinds.count(TimelineKind.APPROVED) == 1
+    if held.held:  # the hold went first (always on PostgreSQL): the approval released it
+        assert kinds.index(TimelineKind.APPROVAL_REQUIRED) < kinds.index(TimelineKind.APPROVED)
+    else:  # the approval went first (SQLite may): the finalization returns its outcome
+        assert catalog_engine.dialect.name == "sqlite" and held == approved
