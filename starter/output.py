@@ -138,8 +138,10 @@ def _when(moment: datetime | None) -> str:
 def invoice_notes(invoice: Invoice) -> list[str]:
     """Lines under an invoice table: when a draft finalizes, and its approval."""
     notes: list[str] = []
-    if invoice.status == InvoiceStatus.DRAFT and invoice.expected_finalization_at is not None:
-        notes.append(f"expected finalization: {_when(invoice.expected_finalization_at)}")
+    due = invoice.expected_finalization_at
+    # A held draft's deadline has passed (or finalize was asked): it waits for approval.
+    if invoice.status == InvoiceStatus.DRAFT and due is not None and not invoice.awaiting_approval:
+        notes.append(f"expected finalization: {_when(due)}")
     approval = invoice.approval
     if approval is None:
         return notes
