@@ -162,11 +162,12 @@ def timeline_table(
 ) -> Table:
     """Every change of an invoice, oldest first, with the total after it."""
     table = Table(title=title, title_justify="left")
-    table.add_column("at (UTC)")
-    table.add_column("kind")
-    table.add_column("actor")
-    table.add_column("total after", justify="right")
-    table.add_column("summary")
+    # Only the summary wraps, so a narrow terminal still reads one change per line start.
+    table.add_column("at (UTC)", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("actor", max_width=24, overflow="fold")
+    table.add_column("total after", justify="right", no_wrap=True)
+    table.add_column("summary", ratio=1, overflow="fold")
     for entry in entries:
         table.add_row(
             _when(entry.at),
