@@ -116,12 +116,14 @@ def invoice_table(invoice: Invoice, *, title: str | None = None) -> Table:
 
 def invoices_table(invoices: Iterable[Invoice], *, title: str = "Invoices") -> Table:
     table = Table(title=title, title_justify="left")
-    for column in ("number", "status", "subscription", "customer", "period start", "fees", "total"):
+    columns = ("number", "status", "approval", "subscription", "customer", "period start")
+    for column in (*columns, "fees", "total"):
         table.add_column(column, justify="right" if column in ("fees", "total") else "left")
     for invoice in invoices:
         table.add_row(
             invoice.number,
             invoice.status.value,
+            "" if invoice.approval is None else invoice.approval.status.value,
             invoice.subscription_external_id,
             invoice.customer_external_id,
             f"{invoice.period_start:%Y-%m-%d %H:%M}Z",

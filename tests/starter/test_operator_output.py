@@ -14,7 +14,7 @@ from billing.approval import ApprovalStatus, InvoiceApproval
 from billing.models import Invoice, InvoicePreview, InvoiceStatus
 from billing.timeline import TimelineEntry, TimelineKind
 from starter.cli._common import default_actor
-from starter.output import invoice_notes, invoice_table, timeline_table
+from starter.output import invoice_notes, invoice_table, invoices_table, timeline_table
 
 DUE = datetime(2026, 2, 4, 5, 0, tzinfo=UTC)
 
@@ -75,6 +75,12 @@ def test_a_finalized_invoice_shows_who_approved_it() -> None:
     plain = draft(status=InvoiceStatus.FINALIZED, expected_finalization_at=None)
     plain = plain.model_copy(update={"approval": InvoiceApproval(status="not_required")})
     assert invoice_notes(plain) == ["approval: not required"]
+
+
+def test_the_invoice_list_shows_which_invoices_wait_for_approval() -> None:
+    held = draft(approval=InvoiceApproval(status=ApprovalStatus.REQUIRED, reasons=("always",)))
+    text = render(invoices_table([held, draft(id="inv_2")]))
+    assert "approval" in text and "required" in text
 
 
 def test_a_preview_is_titled_as_one() -> None:
