@@ -25,8 +25,9 @@ plan's interval). Each period's events are delivered with update-with-start
 gets a per-event answer. Events for an invoice already finalized (or closed) are rejected
 without starting anything.
 
-Reads (show, preview, timeline) are :class:`starter.period_access.PeriodAccess`'s: from
-the workflow while it runs (queries ``invoice`` and ``preview``), else from the store.
+Reads (show, preview, timeline) are :class:`starter.period_access.PeriodAccess`'s: the
+invoice from the workflow while it runs (query ``invoice``), else from the store; the
+preview and the timeline from the store.
 Every change names who asked for it (``requested_by``, written to the invoice timeline).
 Coupons, wallet top-ups and the lists of invoices and webhooks only touch the store: a
 client built with ``client=None`` serves them without a Temporal connection.

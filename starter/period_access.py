@@ -1,9 +1,11 @@
 """The read side of :class:`starter.client.BillingClient`: which period a request means,
 and what an operator reads about its invoice (show, preview, timeline).
 
-Reads come from the workflow while it runs (queries ``invoice`` and ``preview``), else
-from the store. The timeline is read from the store only: it is written there with each
-change, so it outlives the workflow and Temporal's history retention.
+``show_invoice`` reads the workflow while it runs (query ``invoice``), else the store.
+The preview is computed from the stored draft as finalization would (see
+``preview_invoice`` for why not from the ``preview`` query). The timeline is read from
+the store only: it is written there with each change, so it outlives the workflow and
+Temporal's history retention.
 """
 
 from __future__ import annotations
@@ -152,21 +154,18 @@ class PeriodAccess(StoreAccess):
     ) -> InvoicePreview:
         """The invoice as finalization would make it now (``preview`` true, no number).
 
-        From the running workflow's ``preview`` query; when it has none (a period that
-        continued from a history older than previews), computed from the stored draft,
-        without writing anything. A finalized or closed invoice has nothing to preview:
-        that raises :class:`InvoiceFinalized` (``show_invoice`` returns it); an open
-        period (no draft yet) raises :class:`Refused`.
+        Computed from the stored draft by the code finalization runs
+        (``services.finalization.preview_invoice``), writing nothing. Not the workflow's
+        ``preview`` query: that one is as of the draft's last change, so it misses a
+        coupon or credits added since (``billing coupon apply`` and ``wallet top-up``
+        only touch the store). A finalized or closed invoice has nothing to preview:
+        :class:`InvoiceFinalized` (``show_invoice`` returns it); a period with no draft
+        yet: :class:`Refused`, or :class:`NoBillingPeriod` when it was never started.
         """
         ref = self.period(subscription_external_id, period_start)
-        handle = await self._running_handle(ref)
-        if handle is not None:
-            preview: InvoicePreview | None = await handle.query(BillingPeriodWorkflow.preview)
-            if preview is not None:
-                return preview
         invoice = await self.find_invoice(ref.subscription_external_id, ref.period_start)
         if invoice is None:
-            if handle is None:
+            if await self._running_handle(ref) is None:
                 raise NoBillingPeriod(ref.workflow_id)
             raise Refused(
                 f"billing period {ref.workflow_id} is open until {ref.period_end.isoformat()}: "

@@ -170,10 +170,18 @@ async def test_the_clients_reads_and_refusals(approvals: Stack) -> None:
     await billing.start_period(PLAIN, date(2026, 3, 1), grace_period_seconds=3600)
     await billing.start_period(PLAIN)  # the open period containing now
     march = await _draft(billing, PLAIN, date(2026, 3, 1))
+    # A coupon given during the grace period only touches the store: the preview has it,
+    # as finalization will (the workflow's own preview query is as of the last change).
+    billing.apply_coupon("cust_meridian", "welcome_50", applied_coupon_id="e2e-preview-coupon")
     preview = await billing.preview_invoice(PLAIN, date(2026, 3, 1))
     assert preview.preview is True and preview.number is None and preview.id == march.id
+    assert preview.coupons_amount_cents == 5000
     final = await billing.approve_invoice(PLAIN, date(2026, 3, 1), requested_by="carol")
     assert final.approval is not None and final.approval.status == "not_required"
+    assert (final.coupons_amount_cents, final.total_amount_cents) == (
+        preview.coupons_amount_cents,
+        preview.total_amount_cents,
+    )
     # The timeline comes from the store: no Temporal connection needed.
     timeline = await offline.invoice_timeline(PLAIN, date(2026, 3, 1))
     assert timeline.invoice_id == final.id and timeline.entries[-1].kind in (
