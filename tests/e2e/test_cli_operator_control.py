@@ -6,6 +6,7 @@ errors for what cannot be done. The approval rules are those of
 from __future__ import annotations
 
 import asyncio
+import getpass
 from datetime import date
 from typing import Any
 
@@ -70,6 +71,12 @@ async def test_a_held_invoice_is_previewed_approved_and_its_timeline_names_every
     assert held["status"] == "draft" and held["number"].endswith("-DRAFT")
     assert held["approval"]["status"] == "required"
     assert held["approval"]["reasons"] == ["every invoice needs approval"]
+    # Held is still a draft: a fee edit (by whoever runs the CLI) and a refresh apply.
+    edited, refreshed = await asyncio.gather(
+        stack.ok("fee", "edit", HELD, *period, "--charge", "seats", "--units", "3", "--json"),
+        stack.ok("invoice", "refresh", HELD, *period, "--requested-by", "carol", "--json"),
+    )
+    assert edited.json()["status"] == refreshed.json()["status"] == "draft"
     # Independent reads go together (each CLI run costs its interpreter's start).
     shown, table, previewed = await asyncio.gather(
         stack.ok("invoice", "show", HELD, *period, "--json"),
@@ -117,6 +124,8 @@ async def test_a_held_invoice_is_previewed_approved_and_its_timeline_names_every
     actors = {e["kind"]: e["actor"] for e in entries}
     assert actors["draft_created"] == "system" and actors["usage_recorded"] == "ingest-bot"
     assert actors["approval_required"] == "bob"
+    assert actors["fee_adjusted"] == _os_user()  # --requested-by defaults to the OS user
+    assert kinds.index("approval_required") < kinds.index("fee_adjusted") < kinds.index("approved")
     assert actors["approved"] == actors["finalized"] == "alice"
     finalized = next(e for e in entries if e["kind"] == "finalized")
     assert finalized["total_amount_cents"] == final["total_amount_cents"]
@@ -215,6 +224,13 @@ async def test_the_clients_reads_and_refusals(approvals: Stack) -> None:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name: the CLI sends none and the timeline says system
+        return "system"
 
 
 def _fee(invoice: dict[str, Any], code: str) -> dict[str, Any] | None:
