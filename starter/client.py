@@ -7,7 +7,12 @@ Usage::
                             task_queue=settings.task_queue)
     report = await billing.send_usage([UsageEvent(...), ...])
     print(report.accepted, report.duplicates, report.rejected)
-    invoice = await billing.edit_fee("sub_1", date(2026, 1, 1), EditFee(...))
+    invoice = await billing.edit_fee("sub_1", date(2026, 1, 1), EditFee(...),
+                                     requested_by="alice")
+    preview = await billing.preview_invoice("sub_1", date(2026, 1, 1))
+    final = await billing.approve_invoice("sub_1", date(2026, 1, 1), note="checked",
+                                          requested_by="alice")
+    timeline = await billing.invoice_timeline("sub_1", date(2026, 1, 1))
 
 Starting: every period starts through :mod:`starter.periods` (the one start path and its
 conflict policy): a second start finds the running period, a completed one is never
@@ -20,7 +25,10 @@ plan's interval). Each period's events are delivered with update-with-start
 gets a per-event answer. Events for an invoice already finalized (or closed) are rejected
 without starting anything.
 
-Reads come from the workflow while it runs (``invoice`` query), else from the store.
+Reads (show, preview, timeline) are :class:`starter.period_access.PeriodAccess`'s: the
+invoice from the workflow while it runs (query ``invoice``), else from the store; the
+preview and the timeline from the store.
+Every change names who asked for it (``requested_by``, written to the invoice timeline).
 Coupons, wallet top-ups and the lists of invoices and webhooks only touch the store: a
 client built with ``client=None`` serves them without a Temporal connection.
 Errors are the :mod:`starter.errors` hierarchy.
@@ -30,43 +38,35 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from datetime import date
+from typing import Any, TypeVar
 
-import sqlalchemy
-from pydantic import BaseModel
-from temporalio.client import Client, WorkflowExecutionStatus
+from pydantic import BaseModel, ValidationError
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
 
 from activities.webhooks import DeliveryResult
 from billing.errors import NotFound
-from billing.models import (
-    BillingContext,
-    Invoice,
-    RejectedEvent,
-    UsageEvent,
-    UsageReceipt,
-)
-from billing.periods import billing_period, period_ending_on, period_starting
+from billing.models import Invoice, RejectedEvent, UsageEvent, UsageReceipt
+from billing.periods import period_ending_on
 from starter.bulk import DEFAULT_CONCURRENCY
 from starter.errors import (
     BillingClientError,
     InvalidRequest,
-    NoBillingPeriod,
+    InvoiceFinalized,
     Refused,
     UnknownSubscription,
 )
+from starter.period_access import PeriodAccess
 from starter.periods import (
     give_operator_priority,
-    period_workflow_id,
     start_period,
     start_period_operation,
     was_started,
 )
 from starter.results import (
     InvoiceSnapshot,
+    InvoiceTimeline,
     LaunchOutcome,
     LaunchStatus,
     LaunchSummary,
@@ -74,24 +74,24 @@ from starter.results import (
     PeriodRef,
     UsageReport,
 )
-from starter.store_access import StoreAccess
-from starter.translate import DONE, closed_reason, describe, not_editable, raise_translated
+from starter.translate import DONE, closed_reason, describe, not_editable
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.messages import (
     MAX_USAGE_BATCH,
     AddUsage,
-    BillingPeriodInput,
+    ApproveInvoice,
     EditFee,
     FinalizeInvoice,
-    PeriodPhase,
-    PeriodView,
     RefreshInvoice,
     RemoveFeeAdjustment,
 )
 
+M = TypeVar("M", bound=BaseModel)
+
 __all__ = [
     "BillingClient",
     "InvoiceSnapshot",
+    "InvoiceTimeline",
     "LaunchOutcome",
     "LaunchStatus",
     "LaunchSummary",
@@ -101,73 +101,12 @@ __all__ = [
 ]
 
 
-class BillingClient(StoreAccess):
-    """Launch periods, send usage, edit fees and inspect invoices (see the module doc)."""
+class BillingClient(PeriodAccess):
+    """Launch periods, send usage, edit fees and inspect invoices (see the module doc).
 
-    def __init__(
-        self,
-        client: Client | None,
-        engine: sqlalchemy.Engine,
-        *,
-        task_queue: str,
-        clock: Callable[[], datetime] | None = None,
-    ) -> None:
-        super().__init__(engine)
-        self._client = client
-        self.task_queue = task_queue
-        self._now = clock or (lambda: datetime.now(UTC))
-
-    @property
-    def client(self) -> Client:
-        """The Temporal client (a client built with ``client=None`` serves the store only)."""
-        if self._client is None:
-            raise Refused("this BillingClient has no Temporal connection")
-        return self._client
-
-    # ------------------------------------------------------------------ periods
-
-    def period(
-        self, subscription_external_id: str, period_start: date | datetime | None = None
-    ) -> PeriodRef:
-        """The period starting on the local date ``period_start`` (default: containing now).
-
-        A ``datetime`` means the period containing that instant.
-        """
-        context = self.context(subscription_external_id)
-        interval = context.plan.interval
-        if period_start is None:
-            start, end = billing_period(self._now(), context.timezone, interval)
-        elif isinstance(period_start, datetime):
-            start, end = billing_period(period_start, context.timezone, interval)
-        else:
-            try:
-                start, end = period_starting(period_start, context.timezone, interval)
-            except ValueError as err:
-                raise InvalidRequest(
-                    f"{err} (subscription {subscription_external_id}, plan "
-                    f"{context.plan.code}): pass the period's first day"
-                ) from None
-        return self._ref(context, start, end)
-
-    def _ref(self, context: BillingContext, start: datetime, end: datetime) -> PeriodRef:
-        subscription_external_id = context.subscription.external_id
-        return PeriodRef(
-            subscription_external_id=subscription_external_id,
-            customer_external_id=context.customer.external_id,
-            timezone=context.timezone,
-            period_start=start,
-            period_end=end,
-            workflow_id=period_workflow_id(subscription_external_id, start, context.timezone),
-        )
-
-    def _input(self, ref: PeriodRef, grace_period_seconds: int | None) -> BillingPeriodInput:
-        return BillingPeriodInput(
-            subscription_external_id=ref.subscription_external_id,
-            customer_external_id=ref.customer_external_id,
-            period_start=ref.period_start,
-            period_end=ref.period_end,
-            grace_period_seconds=grace_period_seconds,
-        )
+    Every change takes ``requested_by``: who asks (a person or a system's name), sent in
+    the payload and written to the invoice timeline.
+    """
 
     async def start_period(
         self,
@@ -263,11 +202,14 @@ class BillingClient(StoreAccess):
         *,
         grace_period_seconds: int | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
+        requested_by: str | None = None,
     ) -> UsageReport:
         """Route each event to its period's workflow (started when needed); see module doc.
 
         ``grace_period_seconds`` applies only to workflows this call starts.
         """
+        if requested_by is not None:  # every mutation's rule for it, checked once
+            _message(RefreshInvoice, requested_by=requested_by)
         rejected: list[RejectedEvent] = []
         groups: dict[str, list[UsageEvent]] = defaultdict(list)
         refs: dict[str, PeriodRef] = {}
@@ -284,7 +226,9 @@ class BillingClient(StoreAccess):
 
         async def deliver(ref: PeriodRef, batch: list[UsageEvent]) -> PeriodDelivery:
             async with semaphore:
-                return await self._deliver_usage(ref, batch, grace_period_seconds, rejected)
+                return await self._deliver_usage(
+                    ref, batch, grace_period_seconds, rejected, requested_by
+                )
 
         deliveries = await asyncio.gather(
             *(
@@ -301,6 +245,7 @@ class BillingClient(StoreAccess):
         batch: list[UsageEvent],
         grace_period_seconds: int | None,
         rejected: list[RejectedEvent],
+        requested_by: str | None,
     ) -> PeriodDelivery:
         delivery = PeriodDelivery(
             workflow_id=ref.workflow_id,
@@ -323,7 +268,7 @@ class BillingClient(StoreAccess):
         try:
             receipt: UsageReceipt = await self.client.execute_update_with_start_workflow(
                 "add_usage_sync",
-                AddUsage(events=batch),
+                AddUsage(events=batch, requested_by=requested_by),
                 start_workflow_operation=operation,
                 result_type=UsageReceipt,
             )
@@ -361,78 +306,80 @@ class BillingClient(StoreAccess):
         return result
 
     async def edit_fee(
-        self, subscription_external_id: str, period_start: date | None, edit: EditFee
+        self,
+        subscription_external_id: str,
+        period_start: date | None,
+        edit: EditFee,
+        *,
+        requested_by: str | None = None,
     ) -> Invoice:
-        """Adjust a fee on the period's draft (``edit_fee_sync``); returns the draft."""
+        """Adjust a fee on the period's draft (``edit_fee_sync``); returns the draft.
+
+        ``requested_by`` (when given) replaces the edit's own.
+        """
         ref = self.period(subscription_external_id, period_start)
+        if requested_by is not None:
+            edit = _message(EditFee, **{**edit.model_dump(), "requested_by": requested_by})
         return await self._update(ref, BillingPeriodWorkflow.edit_fee_sync, edit)
 
     async def remove_fee_adjustment(
-        self, subscription_external_id: str, period_start: date | None, charge_code: str
+        self,
+        subscription_external_id: str,
+        period_start: date | None,
+        charge_code: str,
+        *,
+        requested_by: str | None = None,
     ) -> Invoice:
+        """Restore the computed fee of ``charge_code``; returns the draft."""
         ref = self.period(subscription_external_id, period_start)
-        return await self._update(
-            ref,
-            BillingPeriodWorkflow.remove_fee_adjustment_sync,
-            RemoveFeeAdjustment(charge_code=charge_code),
-        )
+        message = _message(RemoveFeeAdjustment, charge_code=charge_code, requested_by=requested_by)
+        return await self._update(ref, BillingPeriodWorkflow.remove_fee_adjustment_sync, message)
 
     async def refresh_invoice(
-        self, subscription_external_id: str, period_start: date | None = None, reason: str = ""
+        self,
+        subscription_external_id: str,
+        period_start: date | None = None,
+        reason: str = "",
+        *,
+        requested_by: str | None = None,
     ) -> Invoice:
         ref = self.period(subscription_external_id, period_start)
-        return await self._update(
-            ref, BillingPeriodWorkflow.refresh_invoice_sync, RefreshInvoice(reason=reason)
-        )
+        message = _message(RefreshInvoice, reason=reason, requested_by=requested_by)
+        return await self._update(ref, BillingPeriodWorkflow.refresh_invoice_sync, message)
 
     async def finalize_invoice(
-        self, subscription_external_id: str, period_start: date | None = None, reason: str = ""
+        self,
+        subscription_external_id: str,
+        period_start: date | None = None,
+        reason: str = "",
+        *,
+        requested_by: str | None = None,
     ) -> Invoice:
-        """End the grace period now; returns the finalized (or closed) invoice."""
+        """End the grace period now; returns the finalized (or closed) invoice, or the
+        draft held for approval when an approval rule matches (``invoice.approval``)."""
         ref = self.period(subscription_external_id, period_start)
-        return await self._update(
-            ref, BillingPeriodWorkflow.finalize_invoice_sync, FinalizeInvoice(reason=reason)
-        )
+        message = _message(FinalizeInvoice, reason=reason, requested_by=requested_by)
+        return await self._update(ref, BillingPeriodWorkflow.finalize_invoice_sync, message)
 
-    # ------------------------------------------------------------------ reads
+    async def approve_invoice(
+        self,
+        subscription_external_id: str,
+        period_start: date | None = None,
+        note: str | None = None,
+        requested_by: str | None = None,
+    ) -> Invoice:
+        """Approve the period's invoice and finalize it now (``approve_invoice_sync``).
 
-    async def show_invoice(
-        self, subscription_external_id: str, period_start: date | None = None
-    ) -> InvoiceSnapshot:
-        """The running workflow's view, else the stored invoice."""
+        A held invoice is finalized with ``approval.status`` ``approved`` (by
+        ``requested_by``, with ``note``); a draft that needs no approval is finalized as
+        ``not_required``. A finalized or closed invoice raises :class:`InvoiceFinalized`.
+        """
         ref = self.period(subscription_external_id, period_start)
-        handle = self.client.get_workflow_handle_for(BillingPeriodWorkflow.run, ref.workflow_id)
-        running = False
+        message = _message(ApproveInvoice, note=note, requested_by=requested_by)
         try:
-            description = await handle.describe()
-            running = description.status == WorkflowExecutionStatus.RUNNING
-        except RPCError as err:
-            if err.status != RPCStatusCode.NOT_FOUND:
-                raise Refused(f"cannot reach Temporal: {err.message}") from None
-        if running:
-            view: PeriodView = await handle.query(BillingPeriodWorkflow.invoice)
-            return InvoiceSnapshot(
-                workflow_id=ref.workflow_id,
-                subscription_external_id=subscription_external_id,
-                phase=view.phase,
-                period_start=view.period_start,
-                period_end=view.period_end,
-                grace_period_ends_at=view.grace_period_ends_at,
-                invoice=view.invoice,
-                source="workflow",
-            )
-        invoice = await self.find_invoice(ref.subscription_external_id, ref.period_start)
-        if invoice is None:
-            raise NoBillingPeriod(ref.workflow_id)
-        return InvoiceSnapshot(
-            workflow_id=ref.workflow_id,
-            subscription_external_id=subscription_external_id,
-            phase=PeriodPhase(invoice.status.value),
-            period_start=invoice.period_start,
-            period_end=invoice.period_end,
-            invoice=invoice,
-            source="store",
-        )
+            return await self._update(ref, BillingPeriodWorkflow.approve_invoice_sync, message)
+        except InvoiceFinalized as err:
+            raise InvoiceFinalized(f"nothing to approve: {err}") from None
 
     # ------------------------------------------------------------------ webhooks
 
@@ -449,15 +396,16 @@ class BillingClient(StoreAccess):
                 f"no webhook delivery {delivery_id!r}: `billing webhook list` shows the ids"
             ) from None
 
-    # ------------------------------------------------------------------ helpers
-
-    async def _raise_translated(self, err: BaseException, ref: PeriodRef) -> NoReturn:
-        await raise_translated(
-            err,
-            ref.workflow_id,
-            lambda: self.find_invoice(ref.subscription_external_id, ref.period_start),
-        )
-
 
 def _rejection(event: UsageEvent, reason: str) -> RejectedEvent:
     return RejectedEvent(transaction_id=event.transaction_id, code=event.code, reason=reason)
+
+
+def _message(model: type[M], **fields: Any) -> M:
+    """A payload built here; a field the workflow would refuse is an ``InvalidRequest``."""
+    try:
+        return model(**fields)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise InvalidRequest(f"invalid {where or model.__name__}: {first['msg']}") from None

@@ -9,24 +9,30 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from billing.approval import ApprovalStatus
 from billing.decimals import plain_decimal
-from billing.models import Invoice
+from billing.models import Invoice, InvoicePreview, InvoiceStatus
 from billing.money import minor_units
+from billing.timeline import TimelineEntry
 
 __all__ = [
     "console",
     "err_console",
+    "invoice_notes",
     "invoice_table",
     "invoices_table",
     "money",
     "print_json",
+    "timeline_table",
     "to_json",
 ]
 
@@ -71,8 +77,12 @@ def money(cents: int, currency: str) -> str:
 def invoice_table(invoice: Invoice, *, title: str | None = None) -> Table:
     """One invoice: its fees, then the totals in Lago's order."""
     period = f"{invoice.period_start:%Y-%m-%d %H:%M}Z .. {invoice.period_end:%Y-%m-%d %H:%M}Z"
+    if isinstance(invoice, InvoicePreview):  # no number yet: say what finalizing would do
+        default_title = f"PREVIEW: {invoice.status.value} if finalized now (nothing is issued)"
+    else:
+        default_title = f"{invoice.number} ({invoice.status.value})"
     table = Table(
-        title=title or f"{invoice.number} ({invoice.status.value})",
+        title=title or default_title,
         caption=f"{invoice.subscription_external_id} · {invoice.customer_external_id} · {period}",
         title_justify="left",
     )
@@ -106,16 +116,66 @@ def invoice_table(invoice: Invoice, *, title: str | None = None) -> Table:
 
 def invoices_table(invoices: Iterable[Invoice], *, title: str = "Invoices") -> Table:
     table = Table(title=title, title_justify="left")
-    for column in ("number", "status", "subscription", "customer", "period start", "fees", "total"):
+    columns = ("number", "status", "approval", "subscription", "customer", "period start")
+    for column in (*columns, "fees", "total"):
         table.add_column(column, justify="right" if column in ("fees", "total") else "left")
     for invoice in invoices:
         table.add_row(
             invoice.number,
             invoice.status.value,
+            "" if invoice.approval is None else invoice.approval.status.value,
             invoice.subscription_external_id,
             invoice.customer_external_id,
             f"{invoice.period_start:%Y-%m-%d %H:%M}Z",
             money(invoice.fees_amount_cents, invoice.currency),
             money(invoice.total_amount_cents, invoice.currency),
+        )
+    return table
+
+
+def _when(moment: datetime | None) -> str:
+    return "" if moment is None else f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z"
+
+
+def invoice_notes(invoice: Invoice) -> list[str]:
+    """Lines under an invoice table: when a draft finalizes, and its approval."""
+    notes: list[str] = []
+    due = invoice.expected_finalization_at
+    # A held draft's deadline has passed (or finalize was asked): it waits for approval.
+    if invoice.status == InvoiceStatus.DRAFT and due is not None and not invoice.awaiting_approval:
+        notes.append(f"expected finalization: {_when(due)}")
+    approval = invoice.approval
+    if approval is None:
+        return notes
+    if approval.status == ApprovalStatus.REQUIRED:
+        notes.append("approval: [bold]required[/bold] (the invoice waits for an approval)")
+        notes.extend(f"  - {escape(reason)}" for reason in approval.reasons)
+    elif approval.status == ApprovalStatus.APPROVED:
+        who = escape(approval.approved_by or "unknown")
+        line = f"approval: approved by {who} at {_when(approval.approved_at)}"
+        notes.append(line + (f" ({escape(approval.note)})" if approval.note else ""))
+    else:
+        notes.append("approval: not required")
+    return notes
+
+
+def timeline_table(
+    entries: Iterable[TimelineEntry], currency: str, *, title: str = "Timeline"
+) -> Table:
+    """Every change of an invoice, oldest first, with the total after it."""
+    table = Table(title=title, title_justify="left")
+    # Only the summary wraps, so a narrow terminal still reads one change per line start.
+    table.add_column("at (UTC)", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("actor", max_width=24, overflow="fold")
+    table.add_column("total after", justify="right", no_wrap=True)
+    table.add_column("summary", ratio=1, overflow="fold")
+    for entry in entries:
+        table.add_row(
+            _when(entry.at),
+            entry.kind.value,
+            escape(entry.actor),
+            money(entry.total_amount_cents, currency),
+            escape(entry.summary),
         )
     return table

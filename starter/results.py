@@ -9,12 +9,14 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from billing.models import Invoice, RejectedEvent
+from billing.models import Invoice, InvoiceStatus, RejectedEvent
 from billing.periods import describe_period
+from billing.timeline import TimelineEntry
 from workflows.messages import PeriodPhase
 
 __all__ = [
     "InvoiceSnapshot",
+    "InvoiceTimeline",
     "LaunchOutcome",
     "LaunchStatus",
     "LaunchSummary",
@@ -125,5 +127,19 @@ class InvoiceSnapshot(_Model):
     period_start: datetime
     period_end: datetime
     grace_period_ends_at: datetime | None = None
+    auto_approve_at: datetime | None = None  # a held invoice approves itself then
     invoice: Invoice | None = None
     source: str  # "workflow" or "store"
+
+
+class InvoiceTimeline(_Model):
+    """Every recorded change of one invoice, in order (``billing invoice timeline``)."""
+
+    invoice_id: str
+    invoice_number: str
+    status: InvoiceStatus
+    currency: str
+    subscription_external_id: str
+    period_start: datetime
+    period_end: datetime
+    entries: list[TimelineEntry] = Field(default_factory=list)

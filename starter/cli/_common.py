@@ -7,6 +7,8 @@ returns normally before the interpreter exits (sdk-python issue 300).
 from __future__ import annotations
 
 import asyncio
+import getpass
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime
@@ -35,6 +37,7 @@ __all__ = [
     "json_option",
     "local",
     "period_start_option",
+    "requested_by_option",
     "run",
     "show_invoice",
 ]
@@ -60,6 +63,40 @@ period_start_option = click.option(
     type=click.DateTime(formats=["%Y-%m-%d"]),
     default=None,
     help="First local day of the period (YYYY-MM-DD); default: the period containing now.",
+)
+
+
+MAX_ACTOR_LENGTH = 200  # workflows.messages: a mutation's requested_by
+
+
+def default_actor() -> str | None:
+    """Who runs the CLI: ``BILLING_ACTOR``, else the OS user name, else nobody (None)."""
+    actor = os.environ.get("BILLING_ACTOR", "").strip()
+    if actor:
+        return actor[:MAX_ACTOR_LENGTH]
+    try:
+        user = getpass.getuser().strip()
+    except Exception:  # no USER/LOGNAME and no passwd entry (some containers)
+        return None
+    return user[:MAX_ACTOR_LENGTH] or None
+
+
+def _check_actor(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or len(value) > MAX_ACTOR_LENGTH:
+        raise click.BadParameter(f"give a name of 1 to {MAX_ACTOR_LENGTH} characters")
+    return value
+
+
+requested_by_option = click.option(
+    "--requested-by",
+    "requested_by",
+    default=default_actor,
+    show_default="$BILLING_ACTOR, else the OS user name",
+    callback=_check_actor,
+    help="Who asks for the change (recorded in the invoice timeline).",
 )
 
 
@@ -97,8 +134,12 @@ def check_payload_keys(settings: Settings) -> None:
         fail(str(err), EXIT_USAGE)
 
 
-def run(work: Callable[[BillingClient], Awaitable[T]]) -> T:
-    """Connect, run ``work`` with a :class:`BillingClient`, close; errors exit 1 (or 2)."""
+def run(work: Callable[[BillingClient], Awaitable[T]], *, temporal: bool = True) -> T:
+    """Connect, run ``work`` with a :class:`BillingClient`, close; errors exit 1 (or 2).
+
+    ``temporal=False``: a client of the store only, for reads that never need Temporal
+    (the invoice timeline), so they work while Temporal is down.
+    """
     from starter.errors import BillingClientError, InvalidRequest
 
     async def main() -> T:
@@ -110,6 +151,8 @@ def run(work: Callable[[BillingClient], Awaitable[T]]) -> T:
         check_payload_keys(settings)
         engine = make_engine(settings.database_url)
         try:
+            if not temporal:
+                return await work(BillingClient(None, engine, task_queue=settings.task_queue))
             try:
                 client = await connect(settings)
             except Exception as err:
@@ -159,9 +202,11 @@ class _Unreachable(Exception):
 
 
 def show_invoice(invoice: Invoice, as_json: bool, title: str | None = None) -> None:
-    from starter.output import console, invoice_table, print_json
+    from starter.output import console, invoice_notes, invoice_table, print_json
 
     if as_json:
         print_json(invoice)
-    else:
-        console.print(invoice_table(invoice, title=title))
+        return
+    console.print(invoice_table(invoice, title=title))
+    for note in invoice_notes(invoice):
+        console.print(note)

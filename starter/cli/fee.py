@@ -14,6 +14,7 @@ from starter.cli._common import (
     first_day,
     invoice_json_option,
     period_start_option,
+    requested_by_option,
     run,
     show_invoice,
 )
@@ -39,6 +40,7 @@ def fee() -> None:
 )
 @click.option("--display-name", default=None, help="Name shown on the invoice.")
 @click.option("--remove", is_flag=True, help="Remove the adjustment: restore the computed fee.")
+@requested_by_option
 @invoice_json_option
 def fee_edit(
     subscription: str,
@@ -48,6 +50,7 @@ def fee_edit(
     amount: Decimal | None,
     display_name: str | None,
     remove: bool,
+    requested_by: str | None,
     as_json: bool,
 ) -> None:
     """Adjust (or --remove the adjustment of) a fee on SUBSCRIPTION's draft invoice."""
@@ -60,7 +63,9 @@ def fee_edit(
     if remove:
         if units is not None or amount is not None or display_name is not None:
             fail("--remove takes no --units, --amount or --display-name", EXIT_USAGE)
-        invoice = run(lambda b: b.remove_fee_adjustment(subscription, day, charge))
+        invoice = run(
+            lambda b: b.remove_fee_adjustment(subscription, day, charge, requested_by=requested_by)
+        )
         show_invoice(invoice, as_json)
         return
     if amount is not None:
@@ -76,7 +81,13 @@ def fee_edit(
     else:
         fail("give --units N, --amount X [--units N], --display-name NAME or --remove", EXIT_USAGE)
     try:
-        edit = EditFee(charge_code=charge, mode=mode, display_name=display_name, **fields)
+        edit = EditFee(
+            charge_code=charge,
+            mode=mode,
+            display_name=display_name,
+            requested_by=requested_by,
+            **fields,
+        )
     except ValidationError as err:
         fail(f"invalid fee edit: {err.errors()[0]['msg']}", EXIT_USAGE)
     invoice = run(lambda b: b.edit_fee(subscription, day, edit))

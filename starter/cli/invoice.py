@@ -1,4 +1,4 @@
-"""``billing invoice``: show, list, refresh and finalize invoices."""
+"""``billing invoice``: show, list, preview, timeline, refresh, finalize and approve."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import click
 from starter.cli._common import (
     first_day,
     invoice_json_option,
+    json_option,
     local,
     period_start_option,
+    requested_by_option,
     run,
     show_invoice,
 )
@@ -18,7 +20,7 @@ from starter.cli._common import (
 
 @click.group()
 def invoice() -> None:
-    """Inspect, refresh and finalize invoices."""
+    """Inspect, preview, refresh, finalize and approve invoices."""
 
 
 @invoice.command("show")
@@ -40,12 +42,15 @@ def invoice_show(subscription: str, period_start: datetime | None, as_json: bool
     console.print(
         f"{snapshot.workflow_id}: [bold]{snapshot.phase.value}[/bold] (from the {snapshot.source})"
     )
-    if snapshot.grace_period_ends_at is not None and snapshot.phase.value == "draft":
-        console.print(f"grace period ends {snapshot.grace_period_ends_at.isoformat()}")
-    if snapshot.invoice is None:
+    invoice = snapshot.invoice
+    if invoice is None:
         console.print(f"no invoice yet: the period is open until {snapshot.period_end.isoformat()}")
-    else:
-        show_invoice(snapshot.invoice, False)
+        return
+    show_invoice(invoice, False)  # with its expected finalization and approval
+    if snapshot.auto_approve_at is not None and invoice.awaiting_approval:
+        console.print(f"approves itself at {snapshot.auto_approve_at.isoformat()}")
+    if invoice.awaiting_approval:
+        console.print(_approve_hint(subscription, period_start))
 
 
 @invoice.command("list")
@@ -72,19 +77,119 @@ def invoice_list(
         console.print(invoices_table(invoices))
 
 
-@invoice.command("refresh")
+@invoice.command("preview")
 @click.argument("subscription")
 @period_start_option
 @invoice_json_option
-def invoice_refresh(subscription: str, period_start: datetime | None, as_json: bool) -> None:
+def invoice_preview(subscription: str, period_start: datetime | None, as_json: bool) -> None:
+    """The invoice as finalizing it now would make it; nothing changes.
+
+    Coupons, taxes, prepaid credits and the empty-invoice rule are applied as they would
+    be, but nothing is consumed and no number is taken. JSON: the invoice JSON with
+    ``"preview": true``, ``"number": null`` and ``"status"`` ``finalized`` or ``closed``.
+    A finalized or closed invoice has nothing to preview (exit 1; ``invoice show`` prints it).
+    """
+    preview = run(lambda b: b.preview_invoice(subscription, first_day(period_start)))
+    show_invoice(preview, as_json)
+
+
+@invoice.command("timeline")
+@click.argument("subscription")
+@period_start_option
+@json_option
+def invoice_timeline(subscription: str, period_start: datetime | None, as_json: bool) -> None:
+    """Every change of the period's invoice, in order: what, when, who, the total after.
+
+    Read from the database (no Temporal needed), so it outlives the workflow. JSON:
+    ``{"invoice_id": ..., "entries": [{at, kind, actor, summary, total_amount_cents}]}``.
+    """
+    from starter.output import console, print_json, timeline_table
+
+    timeline = run(
+        lambda b: b.invoice_timeline(subscription, first_day(period_start)), temporal=False
+    )
+    if as_json:
+        print_json(timeline)
+        return
+    title = (
+        f"Timeline of {timeline.invoice_number} ({timeline.status.value}) · "
+        f"{timeline.subscription_external_id} · {timeline.period_start:%Y-%m-%d}"
+    )
+    console.print(timeline_table(timeline.entries, timeline.currency, title=title))
+
+
+@invoice.command("refresh")
+@click.argument("subscription")
+@period_start_option
+@requested_by_option
+@invoice_json_option
+def invoice_refresh(
+    subscription: str, period_start: datetime | None, requested_by: str | None, as_json: bool
+) -> None:
     """Recompute the draft from its events and adjustments."""
-    show_invoice(run(lambda b: b.refresh_invoice(subscription, first_day(period_start))), as_json)
+    invoice = run(
+        lambda b: b.refresh_invoice(
+            subscription, first_day(period_start), requested_by=requested_by
+        )
+    )
+    show_invoice(invoice, as_json)
 
 
 @invoice.command("finalize")
 @click.argument("subscription")
 @period_start_option
+@requested_by_option
 @invoice_json_option
-def invoice_finalize(subscription: str, period_start: datetime | None, as_json: bool) -> None:
-    """End the grace period now: finalize (or close, when empty and skipped) the invoice."""
-    show_invoice(run(lambda b: b.finalize_invoice(subscription, first_day(period_start))), as_json)
+def invoice_finalize(
+    subscription: str, period_start: datetime | None, requested_by: str | None, as_json: bool
+) -> None:
+    """End the grace period now: finalize (or close, when empty and skipped) the invoice.
+
+    When an approval rule matches, the invoice is held instead: it stays a draft with
+    ``"approval": {"status": "required", ...}`` until `billing invoice approve`.
+    """
+    from starter.output import err_console
+
+    invoice = run(
+        lambda b: b.finalize_invoice(
+            subscription, first_day(period_start), requested_by=requested_by
+        )
+    )
+    show_invoice(invoice, as_json)
+    if invoice.awaiting_approval:
+        err_console.print(_approve_hint(subscription, period_start, held=True))
+
+
+@invoice.command("approve")
+@click.argument("subscription")
+@period_start_option
+@click.option("--note", default=None, help="Why it is approved (kept with the approval).")
+@requested_by_option
+@invoice_json_option
+def invoice_approve(
+    subscription: str,
+    period_start: datetime | None,
+    note: str | None,
+    requested_by: str | None,
+    as_json: bool,
+) -> None:
+    """Approve the invoice and finalize it now.
+
+    A held invoice is finalized with ``"approval": {"status": "approved", "approved_by":
+    ..., "approved_at": ..., "note": ...}``; a draft that needs no approval is finalized
+    like `invoice finalize`. A finalized or closed invoice: nothing to approve (exit 1).
+    """
+    invoice = run(
+        lambda b: b.approve_invoice(
+            subscription, first_day(period_start), note=note, requested_by=requested_by
+        )
+    )
+    show_invoice(invoice, as_json)
+
+
+def _approve_hint(subscription: str, period_start: datetime | None, *, held: bool = False) -> str:
+    from rich.markup import escape
+
+    period = "" if period_start is None else f" --period-start {period_start:%Y-%m-%d}"
+    prefix = "held for approval: " if held else ""
+    return escape(f"{prefix}approve it with `billing invoice approve {subscription}{period}`")

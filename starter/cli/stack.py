@@ -76,6 +76,7 @@ def schema() -> None:
     """JSON schema of every workflow input, signal, update and query payload."""
     from pydantic import BaseModel
 
+    from billing.models import InvoicePreview
     from starter.output import print_json
     from workflows import messages
 
@@ -86,8 +87,11 @@ def schema() -> None:
         "RemoveFeeAdjustment": messages.RemoveFeeAdjustment,
         "RefreshInvoice": messages.RefreshInvoice,
         "FinalizeInvoice": messages.FinalizeInvoice,
+        "ApproveInvoice": messages.ApproveInvoice,
+        "RecomputeGracePeriod": messages.RecomputeGracePeriod,
         "UsageReceipt": messages.UsageReceipt,
         "PeriodView": messages.PeriodView,
         "RejectedInput": messages.RejectedInput,
+        "InvoicePreview": InvoicePreview,  # what the preview query returns
     }
     print_json({name: model.model_json_schema() for name, model in models.items()})

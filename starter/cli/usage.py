@@ -13,7 +13,14 @@ import click
 
 from billing.models import UsageEvent
 from starter.bulk import DEFAULT_CONCURRENCY
-from starter.cli._common import EXIT_REFUSED, EXIT_USAGE, fail, json_option, run
+from starter.cli._common import (
+    EXIT_REFUSED,
+    EXIT_USAGE,
+    fail,
+    json_option,
+    requested_by_option,
+    run,
+)
 
 if TYPE_CHECKING:
     from starter.client import BillingClient
@@ -84,6 +91,7 @@ def _read_events(source: str) -> tuple[list[UsageEvent], list[str]]:
     show_default=True,
     help="Periods sent to at once.",
 )
+@requested_by_option
 @json_option
 def usage_send(
     subscription: str | None,
@@ -94,6 +102,7 @@ def usage_send(
     file: str | None,
     grace_seconds: int | None,
     concurrency: int,
+    requested_by: str | None,
     as_json: bool,
 ) -> None:
     """Send one event (flags) or many (--file); report accepted / duplicate / rejected.
@@ -136,7 +145,10 @@ def usage_send(
 
     async def work(billing: BillingClient) -> UsageReport:
         return await billing.send_usage(
-            events, grace_period_seconds=grace_seconds, concurrency=concurrency
+            events,
+            grace_period_seconds=grace_seconds,
+            concurrency=concurrency,
+            requested_by=requested_by,
         )
 
     report = run(work) if events else UsageReport()

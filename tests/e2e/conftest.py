@@ -54,8 +54,11 @@ class Stack:
     env: dict[str, str]
     task_queue: str
 
-    async def billing(self, *args: str, stdin: str | None = None) -> Result:
-        """Run ``python -m starter.cli ARGS`` as a subprocess (the worker keeps running)."""
+    async def billing(
+        self, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+    ) -> Result:
+        """Run ``python -m starter.cli ARGS`` as a subprocess (the worker keeps running);
+        ``env`` adds to the stack's environment."""
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -64,7 +67,7 @@ class Stack:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env=self.env,
+            env={**self.env, **(env or {})},
             cwd=ROOT,
         )
         out, err = await asyncio.wait_for(
@@ -73,8 +76,10 @@ class Stack:
         assert process.returncode is not None
         return Result(process.returncode, out.decode(), err.decode())
 
-    async def ok(self, *args: str, stdin: str | None = None) -> Result:
-        result = await self.billing(*args, stdin=stdin)
+    async def ok(
+        self, *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+    ) -> Result:
+        result = await self.billing(*args, stdin=stdin, env=env)
         assert result.code == 0, f"billing {' '.join(args)} -> {result.code}\n{result.stderr}"
         # a clean exit: no traceback, no panic of the SDK's runtime at interpreter exit
         assert "Traceback" not in result.stderr and "panicked" not in result.stderr

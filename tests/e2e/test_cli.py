@@ -39,10 +39,16 @@ async def test_schema_lists_every_payload(stack: Stack) -> None:
         "RemoveFeeAdjustment",
         "RefreshInvoice",
         "FinalizeInvoice",
+        "ApproveInvoice",
+        "RecomputeGracePeriod",
+        "InvoicePreview",
         "BillingPeriodInput",
     ):
         assert schemas[name]["type"] == "object", name
     assert "charge_code" in schemas["EditFee"]["properties"]
+    for name in ("AddUsage", "EditFee", "RemoveFeeAdjustment", "RefreshInvoice", "ApproveInvoice"):
+        assert "requested_by" in schemas[name]["properties"], name
+    assert "note" in schemas["ApproveInvoice"]["properties"]
 
 
 async def test_bad_flags_exit_2(stack: Stack) -> None:
