@@ -101,7 +101,7 @@ def check_allowed(
     if phase == PeriodPhase.OPEN:
         raise ApplicationError(
             f"the period ends at {period_end.isoformat()}: there is no draft "
-            f"invoice to {kind.replace('_', ' ')} yet",
+            f"invoice to {kind.removesuffix('_invoice').replace('_', ' ')} yet",
             type="NoDraftYet",
             non_retryable=True,
         )

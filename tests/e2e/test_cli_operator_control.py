@@ -157,7 +157,7 @@ async def test_approving_what_needs_no_approval_and_refusals(approvals: Stack) -
         (("invoice", "approve", PLAIN, "--period-start", "2026-02-01"), 1, "never started"),
         (("invoice", "approve", PLAIN, *period, "--note", ""), 2, "note"),
         (("invoice", "approve", PLAIN, *period, "--requested-by", " "), 2, "--requested-by"),
-        (("invoice", "approve", PLAIN), 1, "no draft invoice"),  # the open period
+        (("invoice", "approve", PLAIN), 1, "no draft invoice to approve yet"),  # the open period
     ]  # fmt: skip
     timeline, *results = await asyncio.gather(
         stack.ok("invoice", "timeline", PLAIN, *period, "--json"),

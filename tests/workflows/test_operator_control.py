@@ -307,6 +307,7 @@ async def test_malformed_and_early_approvals_are_refused_and_lose_nothing(
             )
         assert isinstance(refused.value.cause, ApplicationError)
         assert refused.value.cause.type == "NoDraftYet"
+        assert "no draft invoice to approve yet" in str(refused.value.cause)
     view = await held.wait_for_draft(handle)
     await handle.signal("approve_invoice", {"note": ""})  # note must not be empty
     await handle.signal("approve_invoice", {"approved": "yes"})  # no such field
