@@ -278,7 +278,7 @@ class RejectedInputRow(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     key: Mapped[str] = mapped_column(String(300), unique=True)
-    source: Mapped[str] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(300))  # a workflow id: up to 226
     kind: Mapped[str] = mapped_column(String(100))
     subscription_external_id: Mapped[str | None] = mapped_column(String(200), index=True)
     payload: Mapped[str] = mapped_column(Text)

@@ -252,3 +252,22 @@ def test_rejected_inputs_are_idempotent_on_their_key(catalog_engine: Engine) -> 
         ("fee-edit/abc", "fee_edit", "plan 'growth' has no charge 'nope'")
     ]
     assert list_rejections(catalog_engine, subscription_external_id=KOALA) == []
+
+
+def test_a_refusal_of_the_longest_subscription_id_is_kept(catalog_engine: Engine) -> None:
+    # A refused signal's source is its period's workflow id: a subscription id of the
+    # longest allowed length (200) makes one of 226 characters.
+    subscription = "s" * 200
+    source = f"billing-period/{subscription}/2026-01-01"
+    key = f"{source}/{'0' * 36}/1"
+    record_rejected_input(
+        catalog_engine,
+        key=key,
+        source=source,
+        kind="edit_fee",
+        payload="{}",
+        reason="no such charge",
+        subscription_external_id=subscription,
+    )
+    stored = list_rejections(catalog_engine, subscription_external_id=subscription)
+    assert [(r.key, r.source) for r in stored] == [(key, source)]
