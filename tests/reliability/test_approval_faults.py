@@ -420,7 +420,14 @@ async def assert_finalized_once(
     assert received(stack.sink, invoice_id, CREATED) == [created[0].id]
     found = (await handle.describe()).typed_search_attributes
     assert found.get(INVOICE_STATUS) == "finalized"
-    assert await task_failures(handle) == []
+    assert await code_failures(handle) == []
+
+
+async def code_failures(handle: WorkflowHandle[Any, Any]) -> list[str]:
+    """Workflow task failures, but for the server's ``UnhandledCommand``: a task that would
+    complete the workflow while a signal had just arrived is refused by the server and
+    simply run again with the signal (Temporal's own guard against losing a signal)."""
+    return [f for f in await task_failures(handle) if f != "UnhandledCommand"]
 
 
 async def hold(harness: PeriodHarness, stack: Stack, name: str) -> tuple[Any, str]:
@@ -477,7 +484,7 @@ async def test_a_held_invoice_stays_held_through_a_worker_crash(stack: Stack) ->
     await stack.worker.start(stack.client)
     await asyncio.sleep(2)  # time for anything the restart might wrongly redo
     await assert_held(stack, handle, invoice_id)
-    assert await task_failures(handle) == []
+    assert await code_failures(handle) == []
 
     final = await handle.execute_update(
         BillingPeriodWorkflow.approve_invoice_sync, ApproveInvoice(requested_by="alice")
@@ -580,11 +587,14 @@ async def race_approve_and_finalize(handle: WorkflowHandle[Any, Any]) -> list[An
 
 def check_answer(answer: object, result: Invoice, *, held_allowed: bool) -> None:
     """An update's answer in the race: the final invoice (the same number), the held draft
-    (finalize-now only), or, sent once the invoice was final, a refusal that says so."""
+    (finalize-now only), or, sent once the invoice was being finalized or final, a refusal
+    that says so."""
     if isinstance(answer, WorkflowUpdateFailedError):
         assert isinstance(answer.cause, ApplicationError), answer.cause
         assert answer.cause.type == "InvoiceNotEditable", answer.cause
-        assert result.number is not None and result.number in answer.cause.message
+        # Sent while the approved finalization runs ("being finalized"), or after it.
+        message = answer.cause.message
+        assert "being finalized" in message or f"{result.number} is finalized" in message
         return
     assert isinstance(answer, Invoice), answer
     assert answer.id == result.id
@@ -680,7 +690,7 @@ async def held_then_approved(harness: PeriodHarness, name: str) -> Invoice:
     assert final.status == InvoiceStatus.FINALIZED
     assert final.total_amount_cents == 10001 + 1500  # both edits billed
     result = await result_of(handle, 30)
-    assert await task_failures(handle) == []
+    assert await code_failures(handle) == []
     return result
 
 
@@ -767,7 +777,7 @@ async def test_a_delivery_already_started_does_not_fail_a_period_started_again(
 
 
 RACE_OFFSETS = (-1.5, -0.7, -0.3, -0.1, 0.0, 0.1, 0.3, 0.7, 1.5)  # seconds from the deadline
-LEAD = timedelta(seconds=5)  # how far ahead the grace timers are brought
+LEAD = timedelta(seconds=7)  # how far ahead the grace timers are brought
 
 
 def drafted_a_day_ago(engine: Engine, invoice_ids: list[str], deadline: datetime) -> None:
@@ -803,13 +813,14 @@ async def test_grace_changes_racing_the_grace_timer_finalize_once(stack: Stack) 
     # dated a day back (the setting unchanged) moves its deadline and its timer.
     deadline = (datetime.now(UTC) + LEAD).replace(microsecond=0)
     drafted_a_day_ago(stack.engine, invoice_ids, deadline)
-    for handle in handles:
-        await handle.signal(
-            BillingPeriodWorkflow.recompute_grace_period, RecomputeGracePeriod(requested_by="ops")
-        )
+    ops = RecomputeGracePeriod(requested_by="ops")
+    await asyncio.gather(
+        *(h.signal(BillingPeriodWorkflow.recompute_grace_period, ops) for h in handles)
+    )
     for handle in handles:
         await harness.wait_for(handle, lambda v: v.grace_period_ends_at == deadline)
-    assert datetime.now(UTC) < deadline - timedelta(seconds=max(RACE_OFFSETS) + 1)
+    first_recompute = deadline + timedelta(seconds=min(RACE_OFFSETS))
+    assert datetime.now(UTC) < first_recompute - timedelta(seconds=0.5), "LEAD is too short"
     load_catalog(stack.engine, catalog(stack.sink.url, subscriptions, race_grace_days=0))
 
     async def recompute_at(handle: WorkflowHandle[Any, Any], offset: float) -> None:
