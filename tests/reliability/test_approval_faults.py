@@ -145,9 +145,8 @@ class WorkerProcess:
         assert self.process is not None
         return f"{self.process.pid}@{os.uname().nodename}"
 
-    async def start(self, client: Client, *, pollers: bool = True) -> None:
-        """Start it; return once it polls (the time-skipping server cannot list pollers:
-        there, once it says it polls)."""
+    async def start(self, client: Client) -> None:
+        """Start it; return once the server sees it poll."""
         self.starts += 1
         log = (self.directory / f"worker-{self.task_queue}-{self.starts}.log").open("wb")
         with log:
@@ -158,16 +157,7 @@ class WorkerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        polling = asyncio.ensure_future(
-            wait_for_pollers(client, self.task_queue, {self.identity})
-            if pollers
-            else until(
-                lambda: asyncio.to_thread(self.logs),
-                lambda logs: "worker polling" in logs,
-                timeout=60,
-                what="the worker polling",
-            )
-        )
+        polling = asyncio.ensure_future(wait_for_pollers(client, self.task_queue, {self.identity}))
         while not polling.done():
             if not self.alive():
                 polling.cancel()
@@ -206,17 +196,15 @@ class Stack:
     server: DevServer
     client: Client
     engine: Engine
-    database_url: str
     sink: WebhookSink
     worker: WorkerProcess
     directory: Path
 
-    def harness(self, suffix: str | None = None, worker: WorkerProcess | None = None) -> Any:
+    def harness(self, suffix: str | None = None) -> PeriodHarness:
         """A :class:`PeriodHarness` on this stack (its own subscription ids)."""
         env: Any = SimpleNamespace(client=self.client)
         suffix = f"-{uuid.uuid4().hex[:8]}" if suffix is None else suffix
-        task_queue = (worker or self.worker).task_queue
-        return PeriodHarness(env, self.engine, self.sink, task_queue, suffix)
+        return PeriodHarness(env, self.engine, self.sink, self.worker.task_queue, suffix)
 
 
 def catalog(
@@ -226,8 +214,8 @@ def catalog(
     race_grace_days: int = 1,
 ) -> dict[str, Any]:
     """The period test catalog with an approval rule on ``acme``, a billing entity ``race``
-    (no rule, its own numbers), ``invoice.drafted`` webhooks, and only ``subscriptions`` (external id -> customer), all on
-    the $100 ``pro`` plan."""
+    (no rule, its own numbers), ``invoice.drafted`` webhooks, and only ``subscriptions``
+    (external id -> customer), all on the $100 ``pro`` plan."""
     data = period_catalog(webhook_url)
     data["billing_entities"][0]["approval"] = HELD_RULE
     data["billing_entities"].append(
@@ -268,7 +256,7 @@ def load(stack: Stack, harness: PeriodHarness, **customers: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def database_url(postgres_server_url: str) -> Iterator[str]:
+def faults_database_url(postgres_server_url: str) -> Iterator[str]:
     schema = f"approval_{uuid.uuid4().hex[:12]}"
     admin = create_engine(postgres_server_url)
     with admin.begin() as connection:
@@ -286,8 +274,11 @@ def database_url(postgres_server_url: str) -> Iterator[str]:
 
 @pytest_asyncio.fixture(scope="module")
 async def stack(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory
+    faults_database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Stack]:
+    """A dev server with a state file, a webhook receiver, a fresh PostgreSQL schema with
+    the catalog, and one worker process, for the whole module."""
+    database_url = faults_database_url
     directory = tmp_path_factory.mktemp("approval-faults")
     server = DevServer(directory)  # --db-filename: history and timers survive a restart
     server.start()
@@ -300,7 +291,7 @@ async def stack(
         load_catalog(engine, catalog(sink.url, {}))
         worker = WorkerProcess(server.address, f"approval-{uuid.uuid4()}", database_url, directory)
         await worker.start(client)
-        yield Stack(server, client, engine, database_url, sink, worker, directory)
+        yield Stack(server, client, engine, sink, worker, directory)
     except BaseException:
         if worker is not None:
             print(worker.logs())
@@ -336,19 +327,6 @@ def last_number(engine: Engine, entity: str) -> int:
             {"e": entity},
         ).scalar_one_or_none()
     return int(value or 0)
-
-
-def finalized_count(engine: Engine, entity: str) -> int:
-    with engine.connect() as connection:
-        return int(
-            connection.execute(
-                text(
-                    "SELECT count(*) FROM invoices"
-                    " WHERE billing_entity_code = :e AND status = 'finalized'"
-                ),
-                {"e": entity},
-            ).scalar_one()
-        )
 
 
 def kinds(engine: Engine, invoice_id: str) -> list[TimelineKind]:
