@@ -23,6 +23,7 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     FailureError,
+    WorkflowAlreadyStartedError,
     is_cancelled_exception,
 )
 
@@ -82,17 +83,28 @@ async def start_deliveries(
     summary: str, delivery_ids: list[str], retry_window_seconds: int
 ) -> None:
     """Deliver webhooks in child workflows the caller does not wait for (``invoice.drafted``
-    and ``invoice.approval_required``: the period goes on while they are delivered)."""
+    and ``invoice.approval_required``: the period goes on while they are delivered).
+
+    A delivery whose workflow already runs is left to it: a step done again (a period
+    started again after it was terminated, a reset, a repeated store step) returns the
+    same delivery ids, and their first delivery workflow, abandoned by its parent, may
+    still be retrying. The server refuses the second start with the same id; that is not
+    a failure of the period.
+    """
     for delivery_id in delivery_ids:
-        await workflow.start_child_workflow(
-            WebhookDeliveryWorkflow.run,
-            WebhookDeliveryInput(
-                delivery_id=delivery_id, retry_window_seconds=retry_window_seconds
-            ),
-            id=webhook_delivery_workflow_id(delivery_id, 1),
-            parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-            static_summary=summary,
-        )
+        child_id = webhook_delivery_workflow_id(delivery_id, 1)
+        try:
+            await workflow.start_child_workflow(
+                WebhookDeliveryWorkflow.run,
+                WebhookDeliveryInput(
+                    delivery_id=delivery_id, retry_window_seconds=retry_window_seconds
+                ),
+                id=child_id,
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                static_summary=summary,
+            )
+        except WorkflowAlreadyStartedError:
+            workflow.logger.info("webhook delivery %s already runs: left to it", child_id)
 
 
 @workflow.defn
