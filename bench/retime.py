@@ -35,8 +35,10 @@ import argparse
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import httpx
@@ -203,7 +205,7 @@ async def _signals(
                     [["--metrics-port", str(free_port())] for _ in range(args.worker_processes)],
                 )
             )
-            meter = lambda: CpuMeter(worker_cpu=pool.cpu_seconds)  # noqa: E731
+            meter: Callable[[], CpuMeter] = partial(CpuMeter, worker_cpu=pool.cpu_seconds)
         else:
             executor = stack.enter_context(ThreadPoolExecutor(max_workers=ACTIVITY_THREADS))
             http = await stack.enter_async_context(httpx.AsyncClient())

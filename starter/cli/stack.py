@@ -87,7 +87,10 @@ def catalog_load(file: Path, follow: bool, requested_by: str | None) -> None:
     report = local(lambda billing: billing.load_catalog(file))
     click.echo(f"loaded {file}: {report}")
     if not follow:
-        click.echo("running drafts not nudged (--no-follow): `billing period follow-settings`")
+        click.echo(
+            "grace periods: running drafts not nudged (--no-follow); "
+            "`billing period follow-settings` nudges them"
+        )
         return
     _follow_after_load(requested_by)
 
@@ -106,9 +109,9 @@ def _follow_after_load(requested_by: str | None) -> None:
             "`billing period follow-settings` (loading the catalog again also does it)."
         )
     if not report.drafts:
-        click.echo("running drafts: none to re-time")
+        click.echo("grace periods: no running draft to re-time")
         return
-    click.echo(f"running drafts: {report.summary()}")
+    click.echo(f"grace periods: {report.summary()}")
     for gone in report.missing:
         click.echo(f"  missing {gone.workflow_id}: {gone.reason}")
     for failed in report.failed:

@@ -165,7 +165,7 @@ async def test_catalog_load_moves_a_running_draft_then_finalizes_it_at_zero_days
     start = drafted_at(draft)
 
     loaded = await follow.stack.ok("catalog", "load", follow.catalog_file(entity_days=1))
-    assert "running drafts: 1 running draft nudged" in loaded.stdout
+    assert "grace periods: 1 running draft nudged" in loaded.stdout
 
     moved = await follow.wait_for(lambda i: i.expected_finalization_at == start + timedelta(days=1))
     assert moved.status == InvoiceStatus.DRAFT
@@ -237,9 +237,12 @@ async def test_catalog_load_without_temporal_loads_and_says_how_to_nudge_later(
 ) -> None:
     draft = await follow.start_draft()
     unreachable = {**follow.stack.env, "TEMPORAL_ADDRESS": "127.0.0.1:1"}
-    result = await Stack(
-        follow.stack.client, follow.stack.engine, follow.stack.sink, unreachable, ""
-    ).billing("catalog", "load", follow.catalog_file(entity_days=1))
+    down = Stack(follow.stack.client, follow.stack.engine, follow.stack.sink, unreachable, "")
+    # A load that changes no grace period needs no Temporal at all.
+    same = await down.ok("catalog", "load", follow.catalog_file(entity_days=3))
+    assert "grace periods: no running draft to re-time" in same.stdout
+
+    result = await down.billing("catalog", "load", follow.catalog_file(entity_days=1))
     assert result.code == 1, result
     assert "loaded" in result.stdout  # the catalog is in the store
     assert "1 running draft(s) still follow the old grace period" in result.stderr
