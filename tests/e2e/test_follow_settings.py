@@ -28,6 +28,7 @@ from billing.models import Invoice, InvoiceStatus
 from billing.timeline import TimelineKind
 from services.invoices import list_invoices
 from services.timeline import invoice_timeline
+from starter.client import BillingClient
 from store.db import make_engine, upgrade
 from tests.e2e.conftest import ROOT, Stack
 from tests.fixtures.periods import running_stack
@@ -269,3 +270,8 @@ async def test_a_draft_whose_workflow_is_gone_is_reported_not_fatal(follow: Foll
     [gone] = report["missing"]
     assert gone["workflow_id"] == follow.workflow_id
     assert "no running workflow" in gone["reason"]
+
+    # The same through the Python client.
+    billing = BillingClient(follow.stack.client, follow.stack.engine, task_queue="unused")
+    again = await billing.follow_settings(requested_by="billing-system")
+    assert again.nudged == 0 and [m.workflow_id for m in again.missing] == [follow.workflow_id]
