@@ -135,6 +135,7 @@ def schema() -> None:
         "RemoveFeeAdjustment": messages.RemoveFeeAdjustment,
         "RefreshInvoice": messages.RefreshInvoice,
         "FinalizeInvoice": messages.FinalizeInvoice,
+        "RecomputeGracePeriod": messages.RecomputeGracePeriod,
         "UsageReceipt": messages.UsageReceipt,
         "PeriodView": messages.PeriodView,
         "RejectedInput": messages.RejectedInput,

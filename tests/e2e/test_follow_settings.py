@@ -232,6 +232,9 @@ async def test_no_follow_leaves_the_draft_and_follow_settings_nudges_it_once(
     text = await follow.stack.ok("period", "follow-settings")
     assert "0 running drafts nudged" in text.stdout
 
+    schemas = (await follow.stack.ok("schema")).json()  # the signal's payload, for senders
+    assert "requested_by" in schemas["RecomputeGracePeriod"]["properties"]
+
 
 async def test_catalog_load_without_temporal_loads_and_says_how_to_nudge_later(
     follow: Follow,
