@@ -10,6 +10,7 @@ from typing import NamedTuple
 from sqlalchemy import Engine
 
 from billing.models import Invoice, InvoiceStatus
+from billing.periods import period_workflow_id
 from billing.timeline import SYSTEM_ACTOR, TimelineKind
 from services.timeline import new_key, record_change
 from store.unit_of_work import UnitOfWork
@@ -27,6 +28,7 @@ class DraftToFollow(NamedTuple):
     period_start: datetime
     expected_finalization_at: datetime | None
     follows_at: datetime  # drafted_at + the grace period the settings now give
+    workflow_id: str  # the period's workflow (billing.periods.period_workflow_id)
 
 
 def recompute_grace_period(
@@ -83,6 +85,9 @@ def drafts_to_follow_settings(engine: Engine) -> list[DraftToFollow]:
                 period_start=row.period_start,
                 expected_finalization_at=row.expected_finalization_at,
                 follows_at=row.drafted_at + row.grace_period_days * DAY,
+                workflow_id=period_workflow_id(
+                    row.subscription_external_id, row.period_start, row.timezone or "UTC"
+                ),
             )
             for row in uow.invoices.running_drafts_with_grace_periods()
             if row.expected_finalization_at != row.drafted_at + row.grace_period_days * DAY

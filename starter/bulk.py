@@ -6,3 +6,7 @@ without importing the Temporal client.
 """
 
 DEFAULT_CONCURRENCY = 32
+
+FOLLOW_CONCURRENCY = 64
+"""``recompute_grace_period`` signals in flight at once (``period follow-settings``,
+``catalog load``): each is one round trip of a few milliseconds, with no answer to wait for."""

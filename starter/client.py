@@ -57,6 +57,7 @@ from starter.errors import (
     Refused,
     UnknownSubscription,
 )
+from starter.grace_periods import FollowReport, follow_settings
 from starter.period_access import PeriodAccess
 from starter.periods import (
     give_operator_priority,
@@ -395,6 +396,10 @@ class BillingClient(PeriodAccess):
             raise Refused(
                 f"no webhook delivery {delivery_id!r}: `billing webhook list` shows the ids"
             ) from None
+
+    async def follow_settings(self, requested_by: str | None = None) -> FollowReport:
+        """Nudge the running drafts whose grace period changed (:mod:`starter.grace_periods`)."""
+        return await follow_settings(self.client, self.engine, requested_by=requested_by)
 
 
 def _rejection(event: UsageEvent, reason: str) -> RejectedEvent:

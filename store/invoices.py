@@ -419,7 +419,8 @@ class InvoiceRepository:
 
     def running_drafts_with_grace_periods(self) -> list[Row[Any]]:
         """Drafts not held, not fixed, drafted on this release: with their grace period days
-        as the settings give them now (the customer's, else the billing entity's)."""
+        and timezone as the settings give them now (the customer's, else the billing
+        entity's)."""
         customers = CustomerRow.__table__
         entities = BillingEntityRow.__table__
         statement = (
@@ -433,6 +434,7 @@ class InvoiceRepository:
                 func.coalesce(customers.c.grace_period_days, entities.c.grace_period_days).label(
                     "grace_period_days"
                 ),
+                func.coalesce(customers.c.timezone, entities.c.timezone).label("timezone"),
             )
             .join(customers, customers.c.external_id == _INVOICES.c.customer_external_id)
             .join(entities, entities.c.code == customers.c.billing_entity_code)

@@ -1,4 +1,5 @@
-"""``billing period``: launch billing periods (one workflow per subscription and period)."""
+"""``billing period``: launch billing periods (one workflow per subscription and period),
+and nudge running drafts to follow a changed grace period (``follow-settings``)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,19 @@ from typing import TYPE_CHECKING
 
 import click
 
-from starter.bulk import DEFAULT_CONCURRENCY
-from starter.cli._common import EXIT_REFUSED, first_day, json_option, period_start_option, run
+from starter.bulk import DEFAULT_CONCURRENCY, FOLLOW_CONCURRENCY
+from starter.cli._common import (
+    EXIT_REFUSED,
+    first_day,
+    json_option,
+    period_start_option,
+    requested_by_option,
+    run,
+)
 
 if TYPE_CHECKING:
     from starter.client import BillingClient
+    from starter.grace_periods import FollowReport
 
 
 @click.group()
@@ -100,4 +109,59 @@ def period_start_all(
             f"{summary.count(LaunchStatus.FAILED)} failed"
         )
     if summary.failed:
+        sys.exit(EXIT_REFUSED)
+
+
+@period.command("follow-settings")
+@requested_by_option
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1024),
+    default=FOLLOW_CONCURRENCY,
+    show_default=True,
+    help="Signals in flight at once.",
+)
+@click.option(
+    "--wait",
+    "wait_seconds",
+    type=click.FloatRange(0),
+    default=0,
+    show_default=True,
+    help="Then wait up to this many seconds until every nudged deadline moved.",
+)
+@json_option
+def period_follow_settings(
+    requested_by: str | None, concurrency: int, wait_seconds: float, as_json: bool
+) -> None:
+    """Nudge every running draft whose grace period no longer follows its settings.
+
+    `billing catalog load` does it after each load; run it after a load made while
+    Temporal was down (or with --no-follow). Idempotent: a second run finds nothing.
+    Exits 1 when a nudge failed; drafts whose workflow is gone are listed, not fatal.
+    """
+    from starter.grace_periods import follow_settings, wait_until_followed
+    from starter.output import console, print_json
+
+    actor = requested_by
+
+    async def work(billing: BillingClient) -> FollowReport:
+        report = await follow_settings(
+            billing.client, billing.engine, requested_by=actor, concurrency=concurrency
+        )
+        if wait_seconds and report.nudged_invoice_ids:
+            report.unmoved = await wait_until_followed(
+                billing.engine, report.nudged_invoice_ids, timeout=wait_seconds
+            )
+        return report
+
+    report = run(work)
+    if as_json:
+        print_json(report)
+    else:
+        for gone in report.missing:
+            console.print(f"[yellow]missing[/yellow] {gone.workflow_id}: {gone.reason}")
+        for failed in report.failed:
+            console.print(f"[red]failed[/red] {failed.workflow_id}: {failed.reason}")
+        console.print(f"{report.summary()} ({report.seconds}s)")
+    if report.failed:
         sys.exit(EXIT_REFUSED)

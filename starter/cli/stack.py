@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from config.settings import Settings
-from starter.cli._common import EXIT_USAGE, check_payload_keys, fail, local
+from starter.cli._common import EXIT_USAGE, check_payload_keys, fail, local, requested_by_option
 
 
 @click.command()
@@ -65,10 +65,53 @@ def catalog() -> None:
 
 @catalog.command("load")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def catalog_load(file: Path) -> None:
-    """Validate and load a YAML catalog (idempotent; nothing is written on error)."""
+@click.option(
+    "--follow/--no-follow",
+    default=True,
+    show_default=True,
+    help="Nudge the running drafts whose grace period the load changed.",
+)
+@requested_by_option
+def catalog_load(file: Path, follow: bool, requested_by: str | None) -> None:
+    """Validate and load a YAML catalog (idempotent; nothing is written on error).
+
+    Then every running draft whose grace period the load changed moves its deadline
+    (`billing period follow-settings`), unless --no-follow. When Temporal cannot be
+    reached the catalog stays loaded and the command exits 1, saying how many drafts
+    still need `billing period follow-settings`.
+    """
     report = local(lambda billing: billing.load_catalog(file))
     click.echo(f"loaded {file}: {report}")
+    if not follow:
+        click.echo(
+            "grace periods: running drafts not nudged (--no-follow); "
+            "`billing period follow-settings` nudges them"
+        )
+        return
+    _follow_after_load(requested_by)
+
+
+def _follow_after_load(requested_by: str | None) -> None:
+    from starter.grace_periods import NotNudged, follow_after_catalog_load
+
+    try:
+        report = asyncio.run(follow_after_catalog_load(Settings(), requested_by=requested_by))
+    except NotNudged as err:
+        fail(
+            f"the catalog is loaded, but {err.drafts} running draft(s) still follow the old "
+            f"grace period: {err.reason}. Once Temporal is up, run "
+            "`billing period follow-settings` (loading the catalog again also does it)."
+        )
+    if not report.drafts:
+        click.echo("grace periods: no running draft to re-time")
+        return
+    click.echo(f"grace periods: {report.summary()}")
+    for gone in report.missing:
+        click.echo(f"  missing {gone.workflow_id}: {gone.reason}")
+    for failed in report.failed:
+        click.echo(f"  failed {failed.workflow_id}: {failed.reason}", err=True)
+    if report.failed:
+        fail(f"{len(report.failed)} draft(s) not nudged: run `billing period follow-settings`")
 
 
 @click.command()

@@ -46,6 +46,11 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "check": {"subscriptions_with_one_finalized_invoice", "subscriptions_with_one_webhook"},
     },
     "codec": {"top": {"payloads_per_period", "encode_us_per_period_median"}},
+    "retime": {
+        "top": {"drafts", "store", "signals"},
+        "store": {"found", "find_seconds", "recompute_seconds", "found_again"},
+        "signals": {"nudged", "nudge_seconds", "all_moved_seconds", "not_moved"},
+    },
     "memory": {
         "top": {"worker", "memory", "history"},
         "memory": {"worker_rss_before_kib", "points"},
@@ -90,5 +95,14 @@ def test_smoke_mode_writes_its_figures(name: str, tmp_path: Path, postgres_serve
             "dev_server",
             "postgres",
         }
+    if name == "retime":
+        # Every draft found, moved once, and found no more; every nudge reached a workflow.
+        assert result["store"]["found"] == result["store"]["drafts"]
+        assert result["store"]["moved_to_the_new_deadline"] == result["store"]["drafts"]
+        assert result["store"]["found_again"] == 0
+        signals = result["signals"]
+        assert signals["nudged"] == signals["drafts"] and signals["not_moved"] == 0
+        assert signals["missing"] == 0 and signals["failed"] == 0
+        assert signals["grace_period_changed_entries"] == signals["drafts"]
     if name == "memory":
         assert all(p["kib_per_open_period"] is not None for p in result["memory"]["points"])
