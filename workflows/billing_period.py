@@ -456,10 +456,7 @@ class BillingPeriodWorkflow:
 
     @finalize_invoice_sync.validator
     def _validate_finalize(self, message: FinalizeInvoice) -> None:
-        if self._state.phase == PeriodPhase.FINALIZING:
-            # What the caller asks for is under way: the finalization answers the update.
-            # (A validator's refusal leaves no history, so accepting it here is replay-safe;
-            # the finalize_invoice signal keeps its refusal, which is recorded.)
+        if self._state.phase == PeriodPhase.FINALIZING:  # under way: it answers the update
             self._inbox.check_payload(phases.FINALIZE_INVOICE, message, FinalizeInvoice)
             return
         self._validate(phases.FINALIZE_INVOICE, message, FinalizeInvoice)
