@@ -50,6 +50,7 @@ from billing.errors import NotFound
 from billing.models import Invoice, RejectedEvent, UsageEvent, UsageReceipt
 from billing.periods import period_ending_on
 from starter.bulk import DEFAULT_CONCURRENCY
+from starter.customer_drafts import customer_draft_workflows, refresh_customer_drafts
 from starter.errors import (
     BillingClientError,
     InvalidRequest,
@@ -396,6 +397,14 @@ class BillingClient(PeriodAccess):
             raise Refused(
                 f"no webhook delivery {delivery_id!r}: `billing webhook list` shows the ids"
             ) from None
+
+    async def refresh_customer_drafts(
+        self, customer_external_id: str, requested_by: str | None = None
+    ) -> int:
+        """Refresh the customer's running drafts, so that their ``preview`` query includes a
+        coupon or credits just given; how many were running."""
+        ids = await asyncio.to_thread(customer_draft_workflows, self.engine, customer_external_id)
+        return await refresh_customer_drafts(self.client, ids, requested_by=requested_by)
 
     async def follow_settings(self, requested_by: str | None = None) -> FollowReport:
         """Nudge the running drafts whose grace period changed (:mod:`starter.grace_periods`)."""

@@ -100,6 +100,15 @@ requested_by_option = click.option(
 )
 
 
+def refresh_drafts(customer: str, requested_by: str | None, as_json: bool) -> None:
+    """After a coupon or a top-up: refresh the customer's running drafts and say so
+    (on stderr with --json, which keeps stdout the JSON)."""
+    from starter.customer_drafts import refresh_after_store_change
+
+    said = refresh_after_store_change(Settings(), customer, requested_by=requested_by)
+    click.echo(said, err=as_json)
+
+
 class _DecimalType(click.ParamType):  # type: ignore[type-arg]
     name = "decimal"
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import click
 
-from starter.cli._common import DECIMAL, json_option, local
+from starter.cli._common import DECIMAL, json_option, local, refresh_drafts, requested_by_option
 
 
 @click.group()
@@ -26,6 +26,7 @@ def coupon() -> None:
 @click.option(
     "--percentage", type=DECIMAL, default=None, help="Override a percentage coupon's rate."
 )
+@requested_by_option
 @json_option
 def coupon_apply(
     customer: str,
@@ -33,9 +34,14 @@ def coupon_apply(
     applied_id: str | None,
     amount_cents: int | None,
     percentage: Decimal | None,
+    requested_by: str | None,
     as_json: bool,
 ) -> None:
-    """Give COUPON_CODE to CUSTOMER (idempotent on --id)."""
+    """Give COUPON_CODE to CUSTOMER (idempotent on --id).
+
+    Then the customer's running drafts are refreshed, so that their ``preview`` query
+    includes the coupon (best effort: the coupon is stored either way).
+    """
     from starter.output import print_json
 
     applied = local(
@@ -53,3 +59,4 @@ def coupon_apply(
         click.echo(
             f"coupon {applied.coupon_code} applied to {applied.customer_external_id} (id {applied.id}); it applies at the next finalization"
         )
+    refresh_drafts(customer, requested_by, as_json)

@@ -6,7 +6,7 @@ import uuid
 
 import click
 
-from starter.cli._common import json_option, local
+from starter.cli._common import json_option, local, refresh_drafts, requested_by_option
 
 
 @click.group()
@@ -20,11 +20,20 @@ def wallet() -> None:
 @click.option(
     "--transaction-id", default=None, help="Idempotency key (default: a new UUID, printed)."
 )
+@requested_by_option
 @json_option
 def wallet_top_up(
-    customer: str, amount_cents: int, transaction_id: str | None, as_json: bool
+    customer: str,
+    amount_cents: int,
+    transaction_id: str | None,
+    requested_by: str | None,
+    as_json: bool,
 ) -> None:
-    """Add prepaid credits to CUSTOMER's wallet (idempotent on --transaction-id)."""
+    """Add prepaid credits to CUSTOMER's wallet (idempotent on --transaction-id).
+
+    Then the customer's running drafts are refreshed, so that their ``preview`` query
+    includes the credits (best effort: the credits are stored either way).
+    """
     from starter.output import money, print_json
 
     key = transaction_id or str(uuid.uuid4())
@@ -37,3 +46,4 @@ def wallet_top_up(
         click.echo(
             f"wallet of {customer}: balance {money(wallet.balance_cents, '')}(cents {wallet.balance_cents}); transaction {key}"
         )
+    refresh_drafts(customer, requested_by, as_json)

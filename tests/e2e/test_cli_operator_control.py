@@ -13,7 +13,10 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from billing.models import Invoice
+from billing.models import Invoice, InvoicePreview
+from billing.periods import period_workflow_id
+from services.catalog import get_billing_context
+from services.finalization import preview_invoice
 from starter.client import BillingClient
 from starter.errors import (
     InvalidRequest,
@@ -23,6 +26,7 @@ from starter.errors import (
     UnknownSubscription,
 )
 from tests.e2e.conftest import ROOT, Stack
+from workflows.billing_period import BillingPeriodWorkflow
 
 pytestmark = pytest.mark.e2e
 
@@ -180,11 +184,18 @@ async def test_the_clients_reads_and_refusals(approvals: Stack) -> None:
     await billing.start_period(PLAIN)  # the open period containing now
     march = await _draft(billing, PLAIN, date(2026, 3, 1))
     # A coupon given during the grace period only touches the store: the preview has it,
-    # as finalization will (the workflow's own preview query is as of the last change).
+    # as finalization will; the workflow's own preview query has it once refreshed.
     billing.apply_coupon("cust_meridian", "welcome_50", applied_coupon_id="e2e-preview-coupon")
     preview = await billing.preview_invoice(PLAIN, date(2026, 3, 1))
     assert preview.preview is True and preview.number is None and preview.id == march.id
     assert preview.coupons_amount_cents == 5000
+    assert await billing.refresh_customer_drafts("cust_meridian", requested_by="erin") == 1
+    assert (await _queried_preview(stack, PLAIN, march)).coupons_amount_cents == 5000
+    # The CLI's top-up refreshes the running drafts itself.
+    topped = await stack.ok("wallet", "top-up", "cust_meridian", "--amount-cents", "700")
+    assert "1 running draft(s) refreshed" in topped.stdout
+    assert (await _queried_preview(stack, PLAIN, march)).prepaid_credit_amount_cents == 700
+    preview = await billing.preview_invoice(PLAIN, date(2026, 3, 1))
     final = await billing.approve_invoice(PLAIN, date(2026, 3, 1), requested_by="carol")
     assert final.approval is not None and final.approval.status == "not_required"
     assert (final.coupons_amount_cents, final.total_amount_cents) == (
@@ -256,3 +267,18 @@ async def _draft(billing: BillingClient, sub: str, start: date) -> Invoice:
             return snapshot.invoice
         await asyncio.sleep(0.5)
     raise AssertionError(f"no draft for {sub} {start}")
+
+
+async def _queried_preview(stack: Stack, subscription: str, draft: Invoice) -> InvoicePreview:
+    """The running period's ``preview`` query, once a refresh sent just now changed it."""
+    timezone = get_billing_context(stack.engine, subscription).timezone
+    handle = stack.client.get_workflow_handle_for(
+        BillingPeriodWorkflow.run, period_workflow_id(subscription, draft.period_start, timezone)
+    )
+    expected = await asyncio.to_thread(preview_invoice, stack.engine, draft.id)
+    for _ in range(200):
+        queried = await handle.query(BillingPeriodWorkflow.preview)
+        if queried is not None and queried.total_amount_cents == expected.total_amount_cents:
+            return queried
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the preview query never showed {expected.total_amount_cents}")

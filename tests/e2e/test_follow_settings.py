@@ -252,6 +252,9 @@ async def test_catalog_load_without_temporal_loads_and_says_how_to_nudge_later(
     assert "1 running draft(s) still follow the old grace period" in result.stderr
     assert "billing period follow-settings" in result.stderr
     assert "Traceback" not in result.stderr
+    # Credits given meanwhile are stored; the running draft's refresh waits for later.
+    topped = await down.ok("wallet", "top-up", f"cust_{follow.sub}", "--amount-cents", "100")
+    assert "balance" in topped.stdout and "running drafts not refreshed" in topped.stdout
 
     # Temporal back: the drafts are nudged later, the catalog as loaded then.
     report = (await follow.stack.ok("period", "follow-settings", "--json", "--wait", "30")).json()
