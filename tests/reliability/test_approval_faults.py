@@ -38,11 +38,10 @@ from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, text
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import (
     Client,
@@ -61,8 +60,9 @@ from services.invoices import get_invoice
 from services.timeline import invoice_timeline
 from services.webhooks import list_deliveries
 from starter.webhook_sink import WebhookSink
-from store.db import make_engine, upgrade
+from store.db import make_engine
 from tests.deploy.test_topology import wait_for_pollers
+from tests.fixtures.database import migrated_schema
 from tests.fixtures.periods import JANUARY, SECRET, PeriodHarness, period_catalog
 from tests.fixtures.periods import workflow_task_failures as task_failures
 from tests.reliability.support import until
@@ -257,19 +257,8 @@ def load(stack: Stack, harness: PeriodHarness, **customers: str) -> None:
 
 @pytest.fixture(scope="module")
 def faults_database_url(postgres_server_url: str) -> Iterator[str]:
-    schema = f"approval_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_server_url)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in postgres_server_url else "?"
-    url = f"{postgres_server_url}{separator}options={quote(f'-csearch_path={schema}')}"
-    try:
-        upgrade(url)
+    with migrated_schema(postgres_server_url, "approval") as url:
         yield url
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest_asyncio.fixture(scope="module")
