@@ -96,6 +96,21 @@ def example_catalog(webhook_url: str) -> dict[str, Any]:
     return data
 
 
+def cli_env(
+    dev_env: WorkflowEnvironment, database_url: str, task_queue: str, **extra: str
+) -> dict[str, str]:
+    """The environment of a ``billing`` process of the test stack (none of ours inherited)."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("BILLING_", "TEMPORAL_"))},
+        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+        "BILLING_DATABASE_URL": database_url,
+        "BILLING_TASK_QUEUE": task_queue,
+        "PYTHONPATH": str(ROOT),
+        "COLUMNS": "200",
+        **extra,
+    }
+
+
 @pytest_asyncio.fixture(scope="session")
 async def stack(
     dev_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory
@@ -104,14 +119,7 @@ async def stack(
     await asyncio.to_thread(upgrade, database_url)
     engine = make_engine(database_url)
     task_queue = f"e2e-{uuid.uuid4()}"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("BILLING_", "TEMPORAL_"))},
-        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
-        "BILLING_DATABASE_URL": database_url,
-        "BILLING_TASK_QUEUE": task_queue,
-        "PYTHONPATH": str(ROOT),
-        "COLUMNS": "200",
-    }
+    env = cli_env(dev_env, database_url, task_queue)
     try:
         async with running_stack(
             dev_env.client,

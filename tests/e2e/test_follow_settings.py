@@ -10,7 +10,6 @@ customer lives in Asia/Tokyo: the period's workflow id is its local first day
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from services.invoices import list_invoices
 from services.timeline import invoice_timeline
 from starter.client import BillingClient
 from store.db import make_engine, upgrade
-from tests.e2e.conftest import ROOT, Stack
+from tests.e2e.conftest import Stack, cli_env
 from tests.fixtures.periods import running_stack
 
 pytestmark = pytest.mark.e2e
@@ -122,15 +121,7 @@ async def follow(dev_env: WorkflowEnvironment, tmp_path: Path) -> AsyncIterator[
     await asyncio.to_thread(upgrade, database_url)
     engine = make_engine(database_url)
     task_queue = f"follow-{uuid.uuid4()}"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("BILLING_", "TEMPORAL_"))},
-        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
-        "BILLING_DATABASE_URL": database_url,
-        "BILLING_TASK_QUEUE": task_queue,
-        "BILLING_ACTOR": ACTOR,
-        "PYTHONPATH": str(ROOT),
-        "COLUMNS": "200",
-    }
+    env = cli_env(dev_env, database_url, task_queue, BILLING_ACTOR=ACTOR)
     try:
         async with running_stack(
             dev_env.client,
