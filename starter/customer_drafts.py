@@ -14,13 +14,13 @@ import asyncio
 
 import sqlalchemy
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 
 from billing.models import InvoiceStatus
 from billing.periods import period_workflow_id
 from config.settings import Settings
 from services.catalog import get_billing_context
 from services.invoices import list_invoices
+from starter.periods import signal_running_period
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.messages import RefreshInvoice
 
@@ -45,18 +45,11 @@ async def refresh_customer_drafts(
 ) -> int:
     """Send ``refresh_invoice`` to each; how many were running (a gone one is skipped)."""
     message = RefreshInvoice(reason="a coupon or credits changed", requested_by=requested_by)
-
-    async def one(workflow_id: str) -> bool:
-        handle = client.get_workflow_handle_for(BillingPeriodWorkflow.run, workflow_id)
-        try:
-            await handle.signal(BillingPeriodWorkflow.refresh_invoice, message)
-        except RPCError as err:
-            if err.status == RPCStatusCode.NOT_FOUND:  # finalized meanwhile, or never ran
-                return False
-            raise
-        return True
-
-    return sum(await asyncio.gather(*(one(workflow_id) for workflow_id in workflow_ids)))
+    signal = BillingPeriodWorkflow.refresh_invoice
+    gone = await asyncio.gather(
+        *(signal_running_period(client, wid, signal, message) for wid in workflow_ids)
+    )
+    return gone.count(None)
 
 
 def refresh_after_store_change(

@@ -31,11 +31,12 @@ from datetime import datetime
 import sqlalchemy
 from pydantic import BaseModel, Field
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from config.settings import Settings
 from services.grace_periods import DraftToFollow, drafts_to_follow_settings
 from starter.bulk import FOLLOW_CONCURRENCY
+from starter.periods import signal_running_period
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.messages import RecomputeGracePeriod
 
@@ -117,19 +118,20 @@ async def nudge(
 
     async def one(draft: DraftToFollow) -> None:
         async with semaphore:
-            handle = client.get_workflow_handle_for(BillingPeriodWorkflow.run, draft.workflow_id)
             try:
-                await handle.signal(BillingPeriodWorkflow.recompute_grace_period, message)
+                gone = await signal_running_period(
+                    client, draft.workflow_id, BillingPeriodWorkflow.recompute_grace_period, message
+                )
             except RPCError as err:
-                if err.status == RPCStatusCode.NOT_FOUND:  # never started, or completed
-                    report.missing.append(note(draft, f"no running workflow: {err.message}"))
-                else:
-                    report.failed.append(note(draft, f"{err.status.name}: {err.message}"))
+                report.failed.append(note(draft, f"{err.status.name}: {err.message}"))
             except Exception as err:  # reported per draft; the others are still nudged
                 report.failed.append(note(draft, f"{type(err).__name__}: {err}"))
             else:
-                report.nudged += 1
-                report.nudged_invoice_ids.append(draft.invoice_id)
+                if gone is None:
+                    report.nudged += 1
+                    report.nudged_invoice_ids.append(draft.invoice_id)
+                else:
+                    report.missing.append(note(draft, f"no running workflow: {gone}"))
         if on_outcome is not None:
             on_outcome(len(drafts))
 

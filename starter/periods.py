@@ -29,7 +29,7 @@ from temporalio.api.workflow.v1 import WorkflowExecutionOptions
 from temporalio.api.workflowservice.v1 import UpdateWorkflowExecutionOptionsRequest
 from temporalio.client import Client, WithStartWorkflowOperation, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from billing.models import Invoice
 from billing.periods import describe_period, period_workflow_id
@@ -44,6 +44,7 @@ __all__ = [
     "give_operator_priority",
     "period_summary",
     "period_workflow_id",
+    "signal_running_period",
     "start_period",
     "start_period_operation",
     "was_started",
@@ -133,3 +134,19 @@ async def give_operator_priority(client: Client, workflow_id: str) -> None:
         )
     except RPCError as err:
         log.debug("operator priority not set on %s: %s", workflow_id, err.message)
+
+
+async def signal_running_period(
+    client: Client, workflow_id: str, signal: Any, message: Any
+) -> str | None:
+    """Send ``signal`` to the period's workflow: None once sent, else the server's word
+    that it is gone (completed, or never started), which a nudge of many periods reports
+    instead of failing. Other server errors are raised."""
+    handle = client.get_workflow_handle_for(BillingPeriodWorkflow.run, workflow_id)
+    try:
+        await handle.signal(signal, message)
+    except RPCError as err:
+        if err.status == RPCStatusCode.NOT_FOUND:
+            return err.message
+        raise
+    return None
