@@ -8,6 +8,7 @@ refused), and refused events are kept with their reason.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -17,6 +18,7 @@ from billing.models import BillingContext, ChargeUsage, RejectedEvent, UsageEven
 from billing.timeline import SYSTEM_ACTOR, TimelineKind
 from billing.usage import AcceptedEvent, accept_event
 from services.timeline import new_key, record_entry
+from store.timeline import stored_key
 from store.unit_of_work import UnitOfWork
 
 __all__ = ["period_usage", "record_usage"]
@@ -35,10 +37,18 @@ def record_usage(
 ) -> UsageReceipt:
     """Record a batch of events of one subscription's period, exactly once each.
 
+    ``key``: the recording step's idempotency key. The step's receipt is kept under it
+    (with the batch's fingerprint), and the same step run again answers that receipt:
+    a step re-executed after its first run committed (a local activity whose workflow
+    task was lost, an activity retried after its worker died) must not report its own
+    events as duplicates.
     ``invoice_id``: the period's draft, when the batch arrives in its grace period (late
     usage); a batch that adds events is then written to its timeline under ``key``.
     """
+    receipt_key = None if key is None else _receipt_key(key, events)
     with UnitOfWork(engine) as uow:
+        if receipt_key is not None and (kept := uow.usage.receipt(receipt_key)) is not None:
+            return kept
         context = uow.catalog.billing_context(subscription_external_id)
         first_copies: dict[str, UsageEvent] = {}
         duplicates = 0
@@ -82,8 +92,18 @@ def record_usage(
                     actor,
                     _receipt_text(receipt),
                 )
+        if receipt_key is not None:
+            uow.usage.keep_receipt(receipt_key, receipt)
         uow.commit()
         return receipt
+
+
+def _receipt_key(key: str, events: Sequence[UsageEvent]) -> str:
+    """The step's key and its batch's fingerprint: a different batch under the same step
+    key (an update that came first on a retried workflow task) is not answered with
+    another batch's receipt."""
+    digest = hashlib.sha256("\n".join(e.transaction_id for e in events).encode()).hexdigest()
+    return stored_key(f"{key}/usage/{digest[:32]}")
 
 
 def _receipt_text(receipt: UsageReceipt) -> str:

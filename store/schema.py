@@ -52,6 +52,7 @@ __all__ = [
     "RejectedInputRow",
     "SubscriptionRow",
     "UsageEventRow",
+    "UsageReceiptRow",
     "WalletRow",
     "WalletTransactionRow",
     "WebhookDeliveryRow",
@@ -254,6 +255,19 @@ class UsageEventRow(Base):
             postgresql_include=["number_value"],
         ),
     )
+
+
+class UsageReceiptRow(Base):
+    """What one recording step did with its batch, so that the step run again (a retried
+    or re-executed activity) answers the same receipt instead of "all duplicates"."""
+
+    __tablename__ = "usage_receipts"
+
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    accepted: Mapped[int]
+    duplicates: Mapped[int]
+    rejected: Mapped[list[dict[str, Any]]] = mapped_column(Json)
+    created_at: Mapped[datetime]
 
 
 class RejectedEventRow(Base):

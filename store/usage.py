@@ -20,15 +20,22 @@ from typing import Any
 
 from psycopg.errors import UniqueViolation
 from pydantic_core import to_json, to_jsonable_python
-from sqlalchemy import ColumnElement, Select, func, select
+from sqlalchemy import ColumnElement, Select, func, insert, select
 from sqlalchemy.orm import Session
 
 from billing.aggregations import latest_value
-from billing.models import AggregationType, BillingContext, ChargeModel, ChargeUsage
+from billing.models import (
+    AggregationType,
+    BillingContext,
+    ChargeModel,
+    ChargeUsage,
+    RejectedEvent,
+    UsageReceipt,
+)
 from billing.pricing import aggregate
 from billing.usage import AcceptedEvent
-from store._rows import dialect_insert
-from store.schema import UsageEventRow
+from store._rows import dialect_insert, utcnow
+from store.schema import UsageEventRow, UsageReceiptRow
 
 __all__ = ["UsageRepository"]
 
@@ -297,6 +304,29 @@ class UsageRepository:
             )
         )
         return set(found)
+
+    def receipt(self, key: str) -> UsageReceipt | None:
+        """The receipt a recording step stored under ``key``, if it ran before."""
+        row = self._session.get(UsageReceiptRow, key)
+        if row is None:
+            return None
+        return UsageReceipt(
+            accepted=row.accepted,
+            duplicates=row.duplicates,
+            rejected=[RejectedEvent.model_validate(item) for item in row.rejected],
+        )
+
+    def keep_receipt(self, key: str, receipt: UsageReceipt) -> None:
+        """Store what a recording step did, under its idempotency key."""
+        self._session.execute(
+            insert(UsageReceiptRow).values(
+                key=key,
+                accepted=receipt.accepted,
+                duplicates=receipt.duplicates,
+                rejected=[item.model_dump() for item in receipt.rejected],
+                created_at=utcnow(),
+            )
+        )
 
     def add(self, subscription_external_id: str, accepted: Sequence[AcceptedEvent]) -> int:
         """Insert accepted events; returns how many were new (copies are skipped)."""

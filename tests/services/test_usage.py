@@ -99,6 +99,32 @@ def test_a_batch_of_new_events_and_its_replay(catalog_engine: Engine) -> None:
     assert usage["peak_storage_gb"].events_count == 1000
 
 
+def test_a_recording_step_run_again_answers_its_first_receipt(catalog_engine: Engine) -> None:
+    # A local activity whose workflow task was lost after it committed runs again under
+    # the same step key: the sender must read what the step did, not "all duplicates".
+    start, end = january("America/New_York")
+    at = "2026-01-10T12:00:00+00:00"
+    batch = [
+        event(NORTHWIND, "s-1", "peak_storage_gb", at, gb="4"),
+        event(NORTHWIND, "s-1", "peak_storage_gb", at, gb="5"),
+        event(NORTHWIND, "s-2", "peak_storage_gb", at, gb="lots"),
+    ]
+    step = "billing-period/sub/2026-01-01/run-1/7"
+    first = record_usage(catalog_engine, NORTHWIND, start, end, batch, key=step)
+    again = record_usage(catalog_engine, NORTHWIND, start, end, batch, key=step)
+    assert (first.accepted, first.duplicates, len(first.rejected)) == (1, 1, 1)
+    assert again == first
+    # Another step sending the same batch is a sender's copy: duplicates, as without a key.
+    copy = record_usage(catalog_engine, NORTHWIND, start, end, batch, key=f"{step}0")
+    assert (copy.accepted, copy.duplicates) == (0, 2)
+    # Another batch under the same step key is recorded for itself, not answered with the
+    # receipt of the first one.
+    other = [event(NORTHWIND, "s-3", "peak_storage_gb", at, gb="6")]
+    assert record_usage(catalog_engine, NORTHWIND, start, end, other, key=step).accepted == 1
+    usage = period_usage(catalog_engine, get_billing_context(catalog_engine, NORTHWIND), start, end)
+    assert usage["peak_storage_gb"].events_count == 2
+
+
 def test_rejected_events_are_stored_with_their_reason(catalog_engine: Engine) -> None:
     start, end = january("America/New_York")
     events = [
