@@ -60,7 +60,8 @@ __all__ = [
 log = logging.getLogger("billing.worker")
 
 WORKFLOWS: Sequence[type] = (BillingPeriodWorkflow, WebhookDeliveryWorkflow, LaunchPeriodsWorkflow)
-ACTIVITY_THREADS = 16  # store activities are synchronous SQLAlchemy calls
+# Store activities are synchronous SQLAlchemy calls: one thread (and one connection) each.
+ACTIVITY_THREADS = 16
 SHUTDOWN_GRACE = timedelta(seconds=20)
 
 
@@ -239,7 +240,10 @@ def build_worker(
         workflows=list(WORKFLOWS),
         activities=activities,
         activity_executor=executor,
-        max_concurrent_activities=ACTIVITY_THREADS,
+        # A workflow task waits for its local activity (one at a time per period), so as
+        # many local activities as workflow-task slots, each sure of a thread.
+        max_concurrent_activities=ACTIVITY_THREADS - workflow_task_slots,
+        max_concurrent_local_activities=workflow_task_slots,
         graceful_shutdown_timeout=SHUTDOWN_GRACE,
         max_cached_workflows=max_cached_workflows,
         max_concurrent_workflow_tasks=workflow_task_slots,

@@ -47,9 +47,10 @@ class Settings(BaseSettings):
     # Workflow code in the SDK's sandbox (on) or not (off, the default: ~40 KiB less per
     # cached period; determinism guarded by the architecture and replay tests).
     workflow_sandbox: bool = Field(default=False, alias="BILLING_WORKFLOW_SANDBOX")
-    # Workflow tasks a worker process takes at once (WORKFLOW_TASK_SLOTS).
+    # Workflow tasks a worker process takes at once (WORKFLOW_TASK_SLOTS); each may run one
+    # local activity, on one of the worker's 16 activity threads.
     workflow_task_slots: int = Field(
-        default=WORKFLOW_TASK_SLOTS, ge=2, alias="BILLING_WORKFLOW_TASK_SLOTS"
+        default=WORKFLOW_TASK_SLOTS, ge=2, le=8, alias="BILLING_WORKFLOW_TASK_SLOTS"
     )
     # Payload encryption (config/codec.py): "KEY_ID:BASE64_KEY,..." newest first, or a file
     # in the same format. Unset: payloads are stored in clear.

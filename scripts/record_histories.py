@@ -50,9 +50,10 @@ from workflows.messages import (  # noqa: E402
 )
 
 HISTORIES = ROOT / "tests" / "workflows" / "histories"
-# The shape of the lifecycle these histories show, as a file-name prefix: the histories of
-# the shape before patch "lean-period-shape" have none and are never overwritten.
-SHAPE = "lean_"
+# The shape of the lifecycle these histories show, as a file-name prefix: "local_" (patch
+# "local-store-steps"); "lean_" and "control_" are the lean shape's, and the histories of
+# the shape before patch "lean-period-shape" have none. Earlier shapes are never overwritten.
+SHAPE = "local_"
 
 
 async def finalized_with_usage_edit_and_refresh(harness: PeriodHarness) -> WorkflowHandle[Any, Any]:
@@ -163,8 +164,8 @@ SCENARIOS = {
 }
 # Periods under approval rules (their own catalog, subscription ids end in "-control").
 CONTROL_SCENARIOS = {
-    "control_billing_period_held_then_approved": held_edited_then_approved,
-    "control_billing_period_grace_followed": grace_period_followed_then_auto_approved,
+    f"{SHAPE}control_billing_period_held_then_approved": held_edited_then_approved,
+    f"{SHAPE}control_billing_period_grace_followed": grace_period_followed_then_auto_approved,
 }
 
 

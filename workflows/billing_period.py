@@ -14,12 +14,11 @@
 5. **finalized / closed**: the ``invoice.created`` webhook is delivered (never for a
    closed invoice); every later change is refused; the workflow returns the invoice.
 
-This module is the lifecycle. Beside it: what each phase accepts (``workflows.phases``),
-the inbox of signals and updates with its refusals (``workflows.inbox``), how each input
-changes the period (``workflows.commands``), the query, UI details and search attributes
-(``workflows.presentation``), and the continue-as-new hand-over (``workflows.handover``).
-They are passed through the sandbox: loaded once per process, not once per period (see
-``workflows.period_state``).
+The period's own store steps (usage, draft, finalization) are local activities; an
+operator's edits and the webhook are regular ones (``workflows.store_steps`` says why).
+Beside this module, passed through the sandbox: ``phases`` (what each phase accepts),
+``inbox`` (signals, updates, refusals), ``commands`` (how each input changes the period),
+``presentation`` (query, UI details, search attributes), ``handover`` (continue-as-new).
 """
 
 from __future__ import annotations
@@ -75,6 +74,8 @@ PATCH_INPUTS_BEFORE_DEADLINE = "apply-inputs-received-before-deadline"
 # One store step at period end (settings, draft, drafted webhook), search attributes
 # given at start and upserted only when they change (docs/UPGRADES.md).
 PATCH_LEAN_PERIOD_SHAPE = "lean-period-shape"
+# The lean shape with its own store steps (usage, draft, finalization) as local activities.
+PATCH_LOCAL_STORE_STEPS = "local-store-steps"
 DAY = timedelta(days=1)
 
 
@@ -92,11 +93,11 @@ class BillingPeriodWorkflow:
     @workflow.run
     async def run(self, input: BillingPeriodInput) -> Invoice:
         state = self._state
-        # Consulted once, first thing: a run begun before the patch replays without its
-        # marker and keeps the old shape to its end (the SDK memoizes the answer). A run
-        # with it began on code that has every earlier patch too: it does not consult
-        # them (each costs a marker and a search-attribute upsert).
-        state.lean_shape = workflow.patched(PATCH_LEAN_PERIOD_SHAPE)
+        # Consulted once, first thing: a run begun before a patch replays without its
+        # marker and keeps its shape to its end. A run with the newest began on code that
+        # has every earlier patch: it consults none of them (a marker and an upsert each).
+        state.local_store_steps = workflow.patched(PATCH_LOCAL_STORE_STEPS)
+        state.lean_shape = state.local_store_steps or workflow.patched(PATCH_LEAN_PERIOD_SHAPE)
         if state.lean_shape:
             presentation.upsert_missing_period_attributes(state)
         elif state.settings is None:
@@ -130,7 +131,7 @@ class BillingPeriodWorkflow:
         await self._deliver_invoice_webhooks()
         await self._inbox.refuse_remaining(self._commands.check_allowed, store_step)
         await workflow.wait_condition(workflow.all_handlers_finished)
-        await self._store_rejections()
+        await self._inbox.store_rejections(store_step)
         assert state.invoice is not None
         return state.invoice
 
@@ -231,6 +232,7 @@ class BillingPeriodWorkflow:
                 grace_period_seconds=state.input.grace_period_seconds,
             ),
             summary="draft the invoice",
+            local=state.local_store_steps,
         )
         state.settings = outcome.settings
         state.preview = outcome.preview
@@ -293,6 +295,7 @@ class BillingPeriodWorkflow:
             summary="finalize or close the invoice"
             if approved_by is None
             else f"finalize the invoice approved by {approved_by}",
+            local=state.local_store_steps,
         )
         state.invoice = result.invoice
         if result.held:
@@ -495,6 +498,3 @@ class BillingPeriodWorkflow:
 
     def _show_details(self) -> None:
         presentation.show_details(self._state, self._inbox)
-
-    async def _store_rejections(self) -> None:
-        await self._inbox.store_rejections(store_step)

@@ -212,6 +212,7 @@ class PeriodCommands:
                 requested_by=requested_by,
             ),
             summary=f"record {len(events)} usage events",
+            local=state.local_store_steps,
         )
         state.events_accepted += result.accepted
         state.events_duplicated += result.duplicates

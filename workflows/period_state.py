@@ -52,6 +52,8 @@ class PeriodState:
     webhooks_failed: int = 0
     # This run follows the lean shape (patch "lean-period-shape"): set once per run.
     lean_shape: bool = False
+    # Usage, draft and finalization run as local activities (patch "local-store-steps").
+    local_store_steps: bool = False
 
     def wants_to_finalize(self) -> bool:
         """Whether someone asked to end the wait now: finalize-now ends a grace period (not

@@ -108,14 +108,14 @@ async def test_the_worker_takes_few_workflow_tasks_at_once(
 ) -> None:
     # The backlog of a close must wait on the server, where an operator's tasks go first.
     assert _worker(temporal_env.client).config()["max_concurrent_workflow_tasks"] == 4
-    monkeypatch.setenv("BILLING_WORKFLOW_TASK_SLOTS", "12")
+    monkeypatch.setenv("BILLING_WORKFLOW_TASK_SLOTS", "6")
     slots = Settings().workflow_task_slots
-    assert (
-        _worker(temporal_env.client, workflow_task_slots=slots).config()[
-            "max_concurrent_workflow_tasks"
-        ]
-        == 12
-    )
-    monkeypatch.setenv("BILLING_WORKFLOW_TASK_SLOTS", "1")  # the SDK needs 2 (sticky + normal)
-    with pytest.raises(ValidationError, match="BILLING_WORKFLOW_TASK_SLOTS"):
-        Settings()
+    config = _worker(temporal_env.client, workflow_task_slots=slots).config()
+    assert config["max_concurrent_workflow_tasks"] == 6
+    # Each workflow task may run one local activity, sure of one of the 16 threads.
+    assert config["max_concurrent_local_activities"] == 6
+    assert config["max_concurrent_activities"] == 16 - 6
+    for refused in ("1", "9"):  # the SDK needs 2 (sticky + normal); 8 leaves 8 threads
+        monkeypatch.setenv("BILLING_WORKFLOW_TASK_SLOTS", refused)
+        with pytest.raises(ValidationError, match="BILLING_WORKFLOW_TASK_SLOTS"):
+            Settings()

@@ -287,17 +287,24 @@ async def test_the_stored_history_holds_only_ciphertext(period: EncryptedPeriod)
         for path, payload in stored
         if payload.metadata.get("encoding") != ENCODING
     }
-    # In clear by design: search attributes (indexed by the server) and the SDK core's
-    # patch markers (the patch's name).
+    # In clear by design: search attributes (indexed by the server), the SDK core's patch
+    # markers (the patch's name) and its local-activity markers' bookkeeping (sequence,
+    # attempt, activity type, times; their result is a payload of ours, sealed).
     assert {path.split("/")[0] for path in in_clear} == {
         "workflow_execution_started_event_attributes",
         "upsert_workflow_search_attributes_event_attributes",
         "marker_recorded_event_attributes",
     }
+    bookkeeping = {"seq", "attempt", "activity_id", "activity_type", "complete_time"}
+    bookkeeping |= {"backoff", "original_schedule_time", "activation_index"}
     for path, data in in_clear.items():
-        assert "search_attributes/indexed_fields" in path or (
-            "details[patch-data]" in path and '"lean-period-shape"' in data
+        assert (
+            "search_attributes/indexed_fields" in path
+            or ("details[patch-data]" in path and '"local-store-steps"' in data)
+            or ("details[data]" in path and set(json.loads(data)) <= bookkeeping)
         ), (path, data)
+    local_results = [path for path, _ in stored if "details[result]" in path]
+    assert local_results and not set(local_results) & set(in_clear)
     sealed = [payload for path, payload in stored if path not in in_clear]
     assert len(sealed) > 20
     assert {payload.metadata["encryption-key-id"] for payload in sealed} == {b"key-a"}

@@ -1,13 +1,16 @@
-"""The lean shape of a billing period's history (patch ``lean-period-shape``).
+"""The shape of a billing period's history (patches ``lean-period-shape`` and
+``local-store-steps``).
 
 A period records its usage, drafts the invoice in one store step (settings, draft and
 drafted webhook together), finalizes it and delivers the webhook: no settings activity at
 start, and the search attributes that never change are given at start, so a period with a
-draft and a finalization upserts at most twice.
+draft and a finalization upserts at most twice. Its own store steps are local activities
+(a marker each); the webhook delivery is the one regular activity.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from datetime import timedelta
@@ -29,6 +32,9 @@ __all__ = ["harness"]  # the fixture, imported for pytest
 
 HISTORIES = Path(__file__).with_name("histories")
 LEAN_ACTIVITIES = r"(record_usage )*draft_invoice finalize_invoice deliver_webhook"
+LOCAL_STEPS = r"(record_usage )*draft_invoice finalize_invoice"
+PATCH_MARKER = "core_patch"
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
 
 
 def period_shape(events: Iterable[HistoryEvent]) -> tuple[list[str], int]:
@@ -49,8 +55,26 @@ def period_shape(events: Iterable[HistoryEvent]) -> tuple[list[str], int]:
     return activities, upserts
 
 
+def markers(events: Iterable[HistoryEvent], name: str) -> list[HistoryEvent]:
+    return [
+        e
+        for e in events
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and e.marker_recorded_event_attributes.marker_name == name
+    ]
+
+
 def patch_markers(events: Iterable[HistoryEvent]) -> int:
-    return sum(e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED for e in events)
+    return len(markers(events, PATCH_MARKER))
+
+
+def local_activities(events: Iterable[HistoryEvent]) -> list[str]:
+    """The activity types a period ran as local activities, in order (from their markers)."""
+    found = []
+    for marker in markers(events, LOCAL_ACTIVITY_MARKER):
+        data = marker.marker_recorded_event_attributes.details["data"].payloads[0].data
+        found.append(json.loads(data)["activity_type"])
+    return found
 
 
 def assert_lean_shape(activities: list[str], upserts: int) -> None:
@@ -82,15 +106,31 @@ async def test_a_new_period_has_the_lean_shape(harness: PeriodHarness) -> None:
 
     events = [e async for e in handle.fetch_history_events()]
     activities, upserts = period_shape(events)
-    assert activities[0] == "record_usage"
-    assert_lean_shape(activities, upserts)
-    assert patch_markers(events) == 1  # "lean-period-shape" alone
+    assert activities == ["deliver_webhook"]
+    steps = local_activities(events)
+    assert steps[0] == "record_usage"
+    assert re.fullmatch(LOCAL_STEPS, " ".join(steps)), steps
+    assert_lean_shape([*steps, *activities], upserts)
+    assert patch_markers(events) == 1  # "local-store-steps" alone
+    tasks = [e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED]
+    assert len(tasks) <= 5, f"{len(tasks)} workflow tasks"
     found = (await handle.describe()).typed_search_attributes
     assert found.get(search_attributes.CUSTOMER) == "cust_inherit"
     assert found.get(search_attributes.SUBSCRIPTION) == period.subscription_external_id
     assert found.get(search_attributes.INVOICE_STATUS) == "finalized"
     assert found.get(search_attributes.INVOICE_NUMBER) == invoice.number
     assert found.get(search_attributes.TOTAL_CENTS) == invoice.total_amount_cents
+
+
+def test_the_lean_shape_ran_its_store_steps_as_regular_activities() -> None:
+    path = HISTORIES / "lean_billing_period_finalized.json"
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    activities, _ = period_shape(history.events)
+    assert local_activities(history.events) == []
+    assert activities[0] == "draft_invoice" and activities[-2:] == [
+        "finalize_invoice",
+        "deliver_webhook",
+    ]
 
 
 def test_the_shape_before_the_patch_fails_the_check() -> None:
