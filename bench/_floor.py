@@ -1,17 +1,16 @@
-"""The orchestration floor: a do-nothing period with the history shape of a lean period.
+"""The orchestration floor: a do-nothing period with the history shape of a billing period.
 
 Started like a billing period (signal-with-start carrying the usage, the search
 attributes given at start), it records the same events: the SDK's patch marker and its
-``TemporalChangeVersion`` upsert, the activities ``record_usage`` (once per usage batch),
-``draft_invoice``, the grace timer, ``finalize_invoice`` and ``deliver_webhook``, and the
-same two search-attribute upserts (status draft, status finalized). Every activity returns
-at once: what remains is the cost of Temporal itself (server, SDK, serialisation).
-``bench/_shape.py`` prints both histories side by side; ``tests/workflows/test_period_shape.py``
-says what the lean shape is.
+``TemporalChangeVersion`` upsert, the store steps ``record_usage`` (once per usage batch),
+``draft_invoice`` and ``finalize_invoice`` as local activities, the grace timer, the
+activity ``deliver_webhook``, and the same two search-attribute upserts (status draft,
+status finalized). Every step returns at once: what remains is the cost of Temporal itself
+(server, SDK, serialisation). ``bench/_shape.py`` prints both histories side by side;
+``tests/workflows/test_period_shape.py`` says what the shape is.
 
-Like the billing period, it runs its activities as regular ones. With
-``{"local_store_steps": true}`` the two store steps other than recording usage are local
-activities: the reference for the local-activity experiment in bench/README.md.
+With ``{"regular_store_steps": true}`` the store steps are regular activities: the floor
+of the lean shape before patch ``local-store-steps``.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ from temporalio import activity, workflow
 with workflow.unsafe.imports_passed_through():
     from workflows.search_attributes import INVOICE_STATUS as STATUS
 
-# A patch consulted first thing, as the billing period consults "lean-period-shape".
+# A patch consulted first thing, as the billing period consults "local-store-steps".
 FLOOR_PATCH = "floor-shape"
 
 
@@ -68,12 +67,12 @@ class FloorPeriod:
         workflow.patched(FLOOR_PATCH)
         options: dict[str, Any] = {"start_to_close_timeout": timedelta(seconds=60)}
         store_step = (
-            workflow.execute_local_activity
-            if input.get("local_store_steps", False)
-            else workflow.execute_activity
+            workflow.execute_activity
+            if input.get("regular_store_steps", False)
+            else workflow.execute_local_activity
         )
         await workflow.wait_condition(lambda: bool(self._usage))
-        await workflow.execute_activity("record_usage", {"usage": self._usage}, **options)
+        await store_step("record_usage", {"usage": self._usage}, **options)
         await store_step("draft_invoice", {}, **options)
         workflow.upsert_search_attributes([STATUS.value_set("draft")])
         await workflow.sleep(timedelta(seconds=input["grace_seconds"]))

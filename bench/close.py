@@ -4,10 +4,11 @@ Against an embedded dev server (in-memory, headless, free ports) and a fresh Pos
 schema, with one in-process worker (``worker.build_worker``) or ``--worker-processes N``:
 
 1. **floor**: N do-nothing ``FloorPeriod`` workflows (bench/_floor.py) with the history
-   shape of a lean period: signal-with-start carrying the usage, search attributes at
-   start, a patch marker, ``record_usage``, ``draft_invoice``, the grace timer,
-   ``finalize_invoice``, ``deliver_webhook`` and two search-attribute upserts;
-   ``--local-floor`` adds it with its two store steps as local activities (an experiment);
+   shape of a billing period: signal-with-start carrying the usage, search attributes at
+   start, a patch marker, the local activities ``record_usage`` and ``draft_invoice``, the
+   grace timer, the local activity ``finalize_invoice``, the activity ``deliver_webhook``
+   and two search-attribute upserts; ``--regular-floor`` adds it with its store steps as
+   regular activities (the floor of the lean shape before patch ``local-store-steps``);
 2. **close**: N ``BillingPeriodWorkflow`` s (January, already over) started at once, each
    with a few usage events (signal-with-start), through draft, a short grace period,
    finalization and the ``invoice.created`` webhook received by the receiver (a process of
@@ -80,6 +81,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
 from billing.models import UsageEvent
+from config.settings import WORKFLOW_TASK_SLOTS
 from starter.periods import period_workflow_id
 from worker import (
     ACTIVITY_THREADS,
@@ -144,11 +146,11 @@ async def run_floor(
     executor: ThreadPoolExecutor,
     timeout: float,
     *,
-    local_store_steps: bool = False,
+    regular_store_steps: bool = False,
 ) -> dict[str, Any]:
     finish = Finish(len(subscriptions))
     share_workflow_code([FloorPeriod])  # as build_worker does for ours
-    shape = "local" if local_store_steps else "regular"
+    shape = "regular" if regular_store_steps else "local"
     task_queue = f"bench-floor-{shape}"
     worker = Worker(
         client,
@@ -156,7 +158,10 @@ async def run_floor(
         workflows=[FloorPeriod],
         activities=[*FLOOR_ACTIVITIES, make_done_activity(finish.mark_threadsafe)],
         activity_executor=executor,
-        max_concurrent_activities=ACTIVITY_THREADS,
+        # Tuned as build_worker tunes the billing worker.
+        max_concurrent_activities=ACTIVITY_THREADS - WORKFLOW_TASK_SLOTS,
+        max_concurrent_local_activities=WORKFLOW_TASK_SLOTS,
+        max_concurrent_workflow_tasks=WORKFLOW_TASK_SLOTS,
     )
     started: dict[str, float] = {}
 
@@ -166,7 +171,7 @@ async def run_floor(
         started[workflow_id] = time.monotonic()
         await client.start_workflow(
             "FloorPeriod",
-            {"grace_seconds": grace, "local_store_steps": local_store_steps},
+            {"grace_seconds": grace, "regular_store_steps": regular_store_steps},
             id=workflow_id,
             task_queue=task_queue,
             start_signal="add_usage",
@@ -187,7 +192,7 @@ async def run_floor(
         await bounded_gather([start(s) for s in subscriptions], START_CONCURRENCY)
         launched = time.monotonic()
         await wait_all(finish, timeout, lambda: f"{len(finish.ended):,} done")
-        name = "floor (local store steps)" if local_store_steps else "floor"
+        name = "floor (regular store steps)" if regular_store_steps else "floor"
         return summarise(name, started, finish, began, launched, cpu)
 
 
@@ -334,15 +339,15 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                         result["floor"] = await run_floor(
                             client, subscriptions, args.events, args.grace, executor, args.timeout
                         )
-                    if args.local_floor:
-                        result["floor_local_store_steps"] = await run_floor(
+                    if args.regular_floor:
+                        result["floor_regular_store_steps"] = await run_floor(
                             client,
                             subscriptions,
                             args.events,
                             args.grace,
                             executor,
                             args.timeout,
-                            local_store_steps=True,
+                            regular_store_steps=True,
                         )
                     result["close"] = await run_close(
                         client,
@@ -430,9 +435,10 @@ def main() -> None:
         help="seconds between the kill and the restart (fault mode)",
     )
     parser.add_argument(
-        "--local-floor",
+        "--regular-floor",
         action="store_true",
-        help="also run the floor with two store steps as local activities (experiment)",
+        help="also run the floor with its store steps as regular activities (the lean "
+        "shape before patch local-store-steps)",
     )
     args = parser.parse_args()
     if args.smoke:
