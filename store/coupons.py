@@ -25,6 +25,8 @@ from store.schema import (
 
 __all__ = ["CouponRepository"]
 
+_APPLIED = Base.metadata.tables[AppliedCouponRow.__tablename__]
+
 
 class CouponRepository:
     """Applied coupons and wallets inside one unit of work."""
@@ -35,8 +37,10 @@ class CouponRepository:
     # ----------------------------------------------------------------------- coupons
 
     def get_applied(self, applied_coupon_id: str) -> AppliedCoupon | None:
-        row = self._session.get(AppliedCouponRow, applied_coupon_id)
-        return None if row is None else applied_coupon_model(row)
+        row = self._session.execute(
+            select(_APPLIED).where(_APPLIED.c.id == applied_coupon_id)
+        ).one_or_none()
+        return None if row is None else applied_coupon_model(row._mapping)
 
     def add_applied(self, applied: AppliedCoupon) -> AppliedCoupon:
         """Store ``applied`` after the customer's other coupons; idempotent on its id."""
@@ -56,18 +60,18 @@ class CouponRepository:
             index_elements=["id"]
         )
         self._session.execute(statement, [values])
-        row = self._session.get(AppliedCouponRow, applied.id, populate_existing=True)
-        assert row is not None
-        return applied_coupon_model(row)
+        stored = self.get_applied(applied.id)
+        assert stored is not None
+        return stored
 
     def list_applied(self, customer_external_id: str) -> list[AppliedCoupon]:
         """The customer's applied coupons in the order they were applied."""
-        rows = self._session.scalars(
-            select(AppliedCouponRow)
-            .where(AppliedCouponRow.customer_external_id == customer_external_id)
-            .order_by(AppliedCouponRow.applied_order, AppliedCouponRow.id)
+        rows = self._session.execute(
+            select(_APPLIED)
+            .where(_APPLIED.c.customer_external_id == customer_external_id)
+            .order_by(_APPLIED.c.applied_order, _APPLIED.c.id)
         )
-        return [applied_coupon_model(row) for row in rows]
+        return [applied_coupon_model(row._mapping) for row in rows]
 
     def lock_active(self, customer_external_id: str) -> list[AppliedCoupon]:
         """The customer's active coupons in applied order, locked until commit."""
@@ -75,17 +79,16 @@ class CouponRepository:
 
     def active(self, customer_external_id: str, *, lock: bool = False) -> list[AppliedCoupon]:
         """The customer's active coupons in applied order (``lock``: until commit)."""
-        coupons = Base.metadata.tables[AppliedCouponRow.__tablename__]
         statement = (
-            select(coupons)
+            select(_APPLIED)
             .where(
-                coupons.c.customer_external_id == customer_external_id,
-                coupons.c.status == "active",
+                _APPLIED.c.customer_external_id == customer_external_id,
+                _APPLIED.c.status == "active",
             )
-            .order_by(coupons.c.applied_order, coupons.c.id)
+            .order_by(_APPLIED.c.applied_order, _APPLIED.c.id)
         )
         rows = self._session.execute(statement.with_for_update() if lock else statement)
-        return [applied_coupon_model(row) for row in rows]  # type: ignore[arg-type]
+        return [applied_coupon_model(row._mapping) for row in rows]
 
     # ----------------------------------------------------------------------- wallets
 
@@ -155,10 +158,9 @@ class CouponRepository:
         session = self._session
         consumptions = totals.coupon_consumptions
         if consumptions:
-            coupons = Base.metadata.tables[AppliedCouponRow.__tablename__]
             session.execute(
-                update(coupons)
-                .where(coupons.c.id == bindparam("consumed_id"))
+                update(_APPLIED)
+                .where(_APPLIED.c.id == bindparam("consumed_id"))
                 .values(
                     amount_cents_remaining=bindparam("amount_remaining"),
                     frequency_duration_remaining=bindparam("duration_remaining"),
