@@ -40,11 +40,22 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def table_of(row_class: type[Base]) -> Table:
+    """The Core table of a mapped row class, for statements that build no ORM instances."""
+    return Base.metadata.tables[row_class.__tablename__]
+
+
 def dialect_insert(session: Session, table: type[Base]) -> Any:
-    """``INSERT`` with ``on_conflict_do_nothing/do_update`` for the session's dialect."""
+    """``INSERT`` with ``on_conflict_do_nothing/do_update`` for the session's dialect.
+
+    Over the Core table, not the mapped class: the session then executes it as a plain
+    (executemany) insert, without the ORM bulk insert machinery; the values are the
+    columns' (every mapped attribute is named as its column) and their types apply.
+    """
+    target = table_of(table)
     if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
+        return postgresql.insert(target)
+    return sqlite.insert(target)
 
 
 def upsert(
@@ -70,11 +81,6 @@ def upsert(
 # reads select table columns, so no ORM instance (identity map, instance state) is made.
 
 Values = Mapping[Any, Any]  # RowMapping keys are typed Any
-
-
-def table_of(row_class: type[Base]) -> Table:
-    """The Core table of a mapped row class, for statements that build no ORM instances."""
-    return Base.metadata.tables[row_class.__tablename__]
 
 
 def entity_model(row: Values) -> BillingEntity:

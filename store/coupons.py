@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from billing.invoicing import Totals
 from billing.models import AppliedCoupon, Wallet
-from store._rows import applied_coupon_model, dialect_insert, utcnow
+from store._rows import applied_coupon_model, dialect_insert, table_of, utcnow
 from store.schema import (
     AppliedCouponRow,
     Base,
@@ -177,7 +177,7 @@ class CouponRepository:
                 ],
             )
             session.execute(
-                insert(CouponConsumptionRow),
+                insert(table_of(CouponConsumptionRow)),
                 [
                     {
                         "invoice_id": invoice_id,
@@ -190,7 +190,7 @@ class CouponRepository:
         credits = totals.prepaid_credit_amount_cents
         if credits > 0:
             session.execute(
-                insert(WalletTransactionRow),
+                insert(table_of(WalletTransactionRow)),
                 [
                     {
                         "id": f"invoice/{invoice_id}",
