@@ -5,6 +5,7 @@ Private to ``store``: rows never leave the package, only the domain models built
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +33,16 @@ from billing.models import (
 )
 from store.schema import Base
 
-__all__ = ["dialect_insert", "table_of", "upsert", "utcnow"]
+__all__ = [
+    "dialect_insert",
+    "dialect_insert_for",
+    "dialect_name",
+    "insert_or_skip",
+    "insert_or_skip_for",
+    "table_of",
+    "upsert",
+    "utcnow",
+]
 
 
 def utcnow() -> datetime:
@@ -45,6 +55,10 @@ def table_of(row_class: type[Base]) -> Table:
     return Base.metadata.tables[row_class.__tablename__]
 
 
+def dialect_name(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
 def dialect_insert(session: Session, table: type[Base]) -> Any:
     """``INSERT`` with ``on_conflict_do_nothing/do_update`` for the session's dialect.
 
@@ -52,10 +66,26 @@ def dialect_insert(session: Session, table: type[Base]) -> Any:
     (executemany) insert, without the ORM bulk insert machinery; the values are the
     columns' (every mapped attribute is named as its column) and their types apply.
     """
-    target = table_of(table)
-    if session.get_bind().dialect.name == "postgresql":
-        return postgresql.insert(target)
-    return sqlite.insert(target)
+    return dialect_insert_for(dialect_name(session), table)
+
+
+def dialect_insert_for(dialect: str, table: type[Base]) -> Any:
+    """:func:`dialect_insert` for a dialect by name (statements built once per dialect)."""
+    if dialect == "postgresql":
+        return postgresql.insert(table_of(table))
+    return sqlite.insert(table_of(table))
+
+
+def insert_or_skip(session: Session, table: type[Base], keys: tuple[str, ...]) -> Any:
+    """``INSERT ... ON CONFLICT (keys) DO NOTHING`` for the session's dialect."""
+    return insert_or_skip_for(dialect_name(session), table, keys)
+
+
+@functools.cache
+def insert_or_skip_for(dialect: str, table: type[Base], keys: tuple[str, ...]) -> Any:
+    """:func:`insert_or_skip` built once per dialect: the hot inserts (timeline entries,
+    outbox rows, drafts) neither rebuild the statement nor compute its cache key again."""
+    return dialect_insert_for(dialect, table).on_conflict_do_nothing(index_elements=list(keys))
 
 
 def upsert(

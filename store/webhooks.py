@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from billing.errors import NotFound
 from billing.models import DeliveryStatus, Invoice
-from store._rows import dialect_insert, table_of
+from store._rows import insert_or_skip, table_of
 from store.schema import WebhookDeliveryRow, WebhookEndpointRow
 
 __all__ = [
@@ -81,6 +81,7 @@ _DELIVERIES = table_of(WebhookDeliveryRow)
 _ENDPOINTS = table_of(WebhookEndpointRow)
 _COLUMNS = tuple(_DELIVERIES.c[name] for name in WebhookDelivery.model_fields)
 _SELECT_DELIVERY = select(*_COLUMNS).where(_DELIVERIES.c.id == bindparam("delivery_id"))
+_SELECT_ENDPOINTS = select(_ENDPOINTS.c.code, _ENDPOINTS.c.url).order_by(_ENDPOINTS.c.code)
 _SELECT_SECRET = (
     select(_DELIVERIES.c.endpoint_code, _ENDPOINTS.c.secret)
     .select_from(
@@ -105,9 +106,7 @@ class WebhookRepository:
     def queue(self, invoice: Invoice, webhook_type: str, at: datetime) -> list[str]:
         """Outbox rows of ``invoice`` for every endpoint; idempotent. Returns their ids."""
         session = self._session
-        endpoints = session.execute(
-            select(_ENDPOINTS.c.code, _ENDPOINTS.c.url).order_by(_ENDPOINTS.c.code)
-        ).all()
+        endpoints = session.execute(_SELECT_ENDPOINTS).all()
         if not endpoints:
             return []
         body = webhook_body(webhook_type, invoice)
@@ -129,8 +128,8 @@ class WebhookRepository:
             for endpoint in endpoints
         ]
         session.execute(
-            dialect_insert(session, WebhookDeliveryRow).on_conflict_do_nothing(
-                index_elements=["invoice_id", "webhook_type", "endpoint_code"]
+            insert_or_skip(
+                session, WebhookDeliveryRow, ("invoice_id", "webhook_type", "endpoint_code")
             ),
             rows,
         )
