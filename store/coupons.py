@@ -26,6 +26,22 @@ from store.schema import (
 __all__ = ["CouponRepository"]
 
 _APPLIED = Base.metadata.tables[AppliedCouponRow.__tablename__]
+_WALLETS = table_of(WalletRow)
+# What every finalization reads (built once, bound per call): the customer's active
+# coupons in applied order and the wallet's balance, each also locked until commit.
+_ACTIVE = (
+    select(_APPLIED)
+    .where(
+        _APPLIED.c.customer_external_id == bindparam("customer"),
+        _APPLIED.c.status == "active",
+    )
+    .order_by(_APPLIED.c.applied_order, _APPLIED.c.id)
+)
+_ACTIVE_LOCKED = _ACTIVE.with_for_update()
+_BALANCE = select(_WALLETS.c.balance_cents).where(
+    _WALLETS.c.customer_external_id == bindparam("customer")
+)
+_BALANCE_LOCKED = _BALANCE.with_for_update()
 
 
 class CouponRepository:
@@ -79,35 +95,21 @@ class CouponRepository:
 
     def active(self, customer_external_id: str, *, lock: bool = False) -> list[AppliedCoupon]:
         """The customer's active coupons in applied order (``lock``: until commit)."""
-        statement = (
-            select(_APPLIED)
-            .where(
-                _APPLIED.c.customer_external_id == customer_external_id,
-                _APPLIED.c.status == "active",
-            )
-            .order_by(_APPLIED.c.applied_order, _APPLIED.c.id)
+        rows = self._session.execute(
+            _ACTIVE_LOCKED if lock else _ACTIVE, {"customer": customer_external_id}
         )
-        rows = self._session.execute(statement.with_for_update() if lock else statement)
         return [applied_coupon_model(row._mapping) for row in rows]
 
     # ----------------------------------------------------------------------- wallets
 
     def wallet(self, customer_external_id: str) -> Wallet:
         """The customer's wallet (balance 0 when none was ever opened)."""
-        balance = self._session.scalar(
-            select(WalletRow.balance_cents).where(
-                WalletRow.customer_external_id == customer_external_id
-            )
-        )
+        balance = self._session.scalar(_BALANCE, {"customer": customer_external_id})
         return Wallet(customer_external_id=customer_external_id, balance_cents=int(balance or 0))
 
     def lock_wallet_balance(self, customer_external_id: str) -> int:
         """The wallet's balance in cents, the wallet locked until commit."""
-        balance = self._session.scalar(
-            select(WalletRow.balance_cents)
-            .where(WalletRow.customer_external_id == customer_external_id)
-            .with_for_update()
-        )
+        balance = self._session.scalar(_BALANCE_LOCKED, {"customer": customer_external_id})
         return int(balance or 0)
 
     def top_up(self, customer_external_id: str, amount_cents: int, transaction_id: str) -> Wallet:
