@@ -66,9 +66,10 @@ def _columns(*tables: Table) -> list[Any]:
     return [column for table in tables for column in table.c]
 
 
-def _split(row: Sequence[Any], tables: Sequence[Table]) -> list[dict[str, Any]]:
-    """A joined row's values, table by table (the tables' columns in select order)."""
-    values, start = [], 0
+def _split(row: Sequence[Any], tables: Sequence[Table], start: int = 0) -> list[dict[str, Any]]:
+    """A joined row's values, table by table (the tables' columns in select order, from
+    column ``start``)."""
+    values = []
     for table in tables:
         names = table.c.keys()
         values.append(dict(zip(names, row[start : start + len(names)], strict=True)))
@@ -76,19 +77,20 @@ def _split(row: Sequence[Any], tables: Sequence[Table]) -> list[dict[str, Any]]:
     return values
 
 
-_CONTEXT_TABLES = (_SUBSCRIPTIONS, _CUSTOMERS, _ENTITIES, _PLANS)
+# One row per charge of the plan (one row with NULL charge columns when it has none).
+# The metric joins LEFT too: its foreign key means every charge has one.
+_HEADER_TABLES = (_SUBSCRIPTIONS, _CUSTOMERS, _ENTITIES, _PLANS)
+_CHARGE_TABLES = (_CHARGES, _METRICS)
+_CHARGES_START = len(_columns(*_HEADER_TABLES))
+_CHARGE_CODE = _CHARGES_START + _CHARGES.c.keys().index("code")  # NULL: no charge
 _SELECT_CONTEXT = (
-    select(*_columns(*_CONTEXT_TABLES))
+    select(*_columns(*_HEADER_TABLES, *_CHARGE_TABLES))
     .join(_CUSTOMERS, _CUSTOMERS.c.external_id == _SUBSCRIPTIONS.c.customer_external_id)
     .join(_ENTITIES, _ENTITIES.c.code == _CUSTOMERS.c.billing_entity_code)
     .join(_PLANS, _PLANS.c.code == _SUBSCRIPTIONS.c.plan_code)
+    .outerjoin(_CHARGES, _CHARGES.c.plan_code == _PLANS.c.code)
+    .outerjoin(_METRICS, _METRICS.c.code == _CHARGES.c.billable_metric_code)
     .where(_SUBSCRIPTIONS.c.external_id == bindparam("subscription_external_id"))
-)
-_CHARGE_TABLES = (_CHARGES, _METRICS)
-_SELECT_CHARGES = (
-    select(*_columns(*_CHARGE_TABLES))
-    .join(_METRICS, _METRICS.c.code == _CHARGES.c.billable_metric_code)
-    .where(_CHARGES.c.plan_code == bindparam("plan_code"))
     .order_by(_CHARGES.c.position)
 )
 
@@ -102,19 +104,20 @@ class CatalogRepository:
     def billing_context(self, subscription_external_id: str) -> BillingContext:
         """The subscription with its customer, billing entity, plan and metrics.
 
-        Two statements (most operations load it, so round trips count): the
-        subscription with its customer, billing entity and plan; then the plan's charges
-        with their billable metrics.
+        One statement (most operations load it, so round trips count): the subscription
+        with its customer, billing entity and plan, joined to the plan's charges with
+        their billable metrics in plan order.
         """
-        found = self._session.execute(
+        rows = self._session.execute(
             _SELECT_CONTEXT, {"subscription_external_id": subscription_external_id}
-        ).one_or_none()
-        if found is None:
+        ).all()
+        if not rows:
             raise NotFound(f"subscription {subscription_external_id!r} does not exist")
-        subscription, customer_row, entity_row, plan_row = _split(found, _CONTEXT_TABLES)
+        subscription, customer_row, entity_row, plan_row = _split(rows[0], _HEADER_TABLES)
         charged = [
-            _split(row, _CHARGE_TABLES)
-            for row in self._session.execute(_SELECT_CHARGES, {"plan_code": plan_row["code"]})
+            _split(row, _CHARGE_TABLES, _CHARGES_START)
+            for row in rows
+            if row[_CHARGE_CODE] is not None
         ]
         plan = plan_model(plan_row, [charge for charge, _ in charged])
         metrics = {metric["code"]: metric for _, metric in charged}.values()
