@@ -10,6 +10,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
+from billing.errors import NotFound
 from billing.models import DeliveryStatus
 from billing.timeline import SYSTEM_ACTOR, TimelineKind
 from store.unit_of_work import UnitOfWork
@@ -67,17 +68,20 @@ def record_attempt(
             at=at,
         )
         if status != "retrying":
-            invoice = uow.invoices.get(logged.invoice_id)
+            # Only the total is needed: one column, not the invoice with its fees.
+            total = uow.invoices.total(logged.invoice_id)
+            if total is None:
+                raise NotFound(f"invoice {logged.invoice_id!r} does not exist")
             outcome = "delivered" if succeeded else f"failed ({logged.last_error})"
             uow.timeline.record(
-                f"{invoice.id}/webhook/{id}/{logged.attempts}",
-                invoice.id,
+                f"{logged.invoice_id}/webhook/{id}/{logged.attempts}",
+                logged.invoice_id,
                 TimelineKind.WEBHOOK_DELIVERED if succeeded else TimelineKind.WEBHOOK_FAILED,
                 at=at,
                 actor=SYSTEM_ACTOR,
                 summary=f"{logged.webhook_type} to {logged.endpoint_code} {outcome} after "
                 f"{logged.attempts} attempt(s)",
-                total_amount_cents=invoice.total_amount_cents,
+                total_amount_cents=total,
             )
         uow.commit()
         return logged

@@ -8,11 +8,11 @@ Wallets and applied coupons of a catalog go through :mod:`store.coupons`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import delete, select
+from sqlalchemy import Table, bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from billing.catalog import Catalog, CatalogReferences, StoredCatalog
@@ -27,6 +27,7 @@ from store._rows import (
     metric_model,
     plan_model,
     subscription_model,
+    table_of,
     upsert,
 )
 from store.schema import (
@@ -49,6 +50,51 @@ def _json_or_none(model: BaseModel | None) -> dict[str, Any] | None:
     return None if model is None else model.model_dump(mode="json", exclude_none=True)
 
 
+# Core statements built once, bound per call: no ORM instances are made (most operations
+# load the context, so the identity map and instance state machinery would be paid every
+# time) and no statement is rebuilt or re-keyed for the compiled cache.
+_SUBSCRIPTIONS = table_of(SubscriptionRow)
+_CUSTOMERS = table_of(CustomerRow)
+_ENTITIES = table_of(BillingEntityRow)
+_PLANS = table_of(PlanRow)
+_CHARGES = table_of(ChargeRow)
+_METRICS = table_of(BillableMetricRow)
+_COUPONS = table_of(CouponRow)
+
+
+def _columns(*tables: Table) -> list[Any]:
+    return [column for table in tables for column in table.c]
+
+
+def _split(row: Sequence[Any], tables: Sequence[Table], start: int = 0) -> list[dict[str, Any]]:
+    """A joined row's values, table by table (the tables' columns in select order, from
+    column ``start``)."""
+    values = []
+    for table in tables:
+        names = table.c.keys()
+        values.append(dict(zip(names, row[start : start + len(names)], strict=True)))
+        start += len(names)
+    return values
+
+
+# One row per charge of the plan (one row with NULL charge columns when it has none).
+# The metric joins LEFT too: its foreign key means every charge has one.
+_HEADER_TABLES = (_SUBSCRIPTIONS, _CUSTOMERS, _ENTITIES, _PLANS)
+_CHARGE_TABLES = (_CHARGES, _METRICS)
+_CHARGES_START = len(_columns(*_HEADER_TABLES))
+_CHARGE_CODE = _CHARGES_START + _CHARGES.c.keys().index("code")  # NULL: no charge
+_SELECT_CONTEXT = (
+    select(*_columns(*_HEADER_TABLES, *_CHARGE_TABLES))
+    .join(_CUSTOMERS, _CUSTOMERS.c.external_id == _SUBSCRIPTIONS.c.customer_external_id)
+    .join(_ENTITIES, _ENTITIES.c.code == _CUSTOMERS.c.billing_entity_code)
+    .join(_PLANS, _PLANS.c.code == _SUBSCRIPTIONS.c.plan_code)
+    .outerjoin(_CHARGES, _CHARGES.c.plan_code == _PLANS.c.code)
+    .outerjoin(_METRICS, _METRICS.c.code == _CHARGES.c.billable_metric_code)
+    .where(_SUBSCRIPTIONS.c.external_id == bindparam("subscription_external_id"))
+    .order_by(_CHARGES.c.position)
+)
+
+
 class CatalogRepository:
     """The catalog inside one unit of work."""
 
@@ -58,28 +104,23 @@ class CatalogRepository:
     def billing_context(self, subscription_external_id: str) -> BillingContext:
         """The subscription with its customer, billing entity, plan and metrics.
 
-        Two statements (most operations load it, so round trips count): the
-        subscription with its customer, billing entity and plan; then the plan's charges
-        with their billable metrics.
+        One statement (most operations load it, so round trips count): the subscription
+        with its customer, billing entity and plan, joined to the plan's charges with
+        their billable metrics in plan order.
         """
-        found = self._session.execute(
-            select(SubscriptionRow, CustomerRow, BillingEntityRow, PlanRow)
-            .join(CustomerRow, CustomerRow.external_id == SubscriptionRow.customer_external_id)
-            .join(BillingEntityRow, BillingEntityRow.code == CustomerRow.billing_entity_code)
-            .join(PlanRow, PlanRow.code == SubscriptionRow.plan_code)
-            .where(SubscriptionRow.external_id == subscription_external_id)
-        ).one_or_none()
-        if found is None:
-            raise NotFound(f"subscription {subscription_external_id!r} does not exist")
-        subscription, customer_row, entity_row, plan_row = found
-        charged = self._session.execute(
-            select(ChargeRow, BillableMetricRow)
-            .join(BillableMetricRow, BillableMetricRow.code == ChargeRow.billable_metric_code)
-            .where(ChargeRow.plan_code == plan_row.code)
-            .order_by(ChargeRow.position)
+        rows = self._session.execute(
+            _SELECT_CONTEXT, {"subscription_external_id": subscription_external_id}
         ).all()
+        if not rows:
+            raise NotFound(f"subscription {subscription_external_id!r} does not exist")
+        subscription, customer_row, entity_row, plan_row = _split(rows[0], _HEADER_TABLES)
+        charged = [
+            _split(row, _CHARGE_TABLES, _CHARGES_START)
+            for row in rows
+            if row[_CHARGE_CODE] is not None
+        ]
         plan = plan_model(plan_row, [charge for charge, _ in charged])
-        metrics = {metric.code: metric for _, metric in charged}.values()
+        metrics = {metric["code"]: metric for _, metric in charged}.values()
         customer = customer_model(customer_row)
         entity = entity_model(entity_row)
         return BillingContext(
@@ -87,7 +128,7 @@ class CatalogRepository:
             customer=customer,
             billing_entity=entity,
             plan=plan,
-            metrics={row.code: metric_model(row) for row in metrics},
+            metrics={row["code"]: metric_model(row) for row in metrics},
             timezone=resolve_timezone(customer, entity),
             grace_period_days=resolve_grace_period_days(customer, entity),
             currency=entity.currency,
@@ -105,18 +146,23 @@ class CatalogRepository:
 
     def list_subscriptions(self) -> list[Subscription]:
         """All subscriptions, by external id."""
-        rows = self._session.scalars(select(SubscriptionRow).order_by(SubscriptionRow.external_id))
-        return [subscription_model(row) for row in rows]
+        rows = self._session.execute(select(_SUBSCRIPTIONS).order_by(_SUBSCRIPTIONS.c.external_id))
+        return [subscription_model(row._mapping) for row in rows]
 
     def get_coupon(self, coupon_code: str) -> Coupon:
-        row = self._session.get(CouponRow, coupon_code)
+        row = self._session.execute(
+            select(_COUPONS).where(_COUPONS.c.code == coupon_code)
+        ).one_or_none()
         if row is None:
             raise NotFound(f"coupon {coupon_code!r} does not exist")
-        return coupon_model(row)
+        return coupon_model(row._mapping)
 
     def require_customer(self, customer_external_id: str) -> None:
         """Raise :class:`NotFound` unless the customer exists."""
-        if self._session.get(CustomerRow, customer_external_id) is None:
+        found = self._session.scalar(
+            select(_CUSTOMERS.c.external_id).where(_CUSTOMERS.c.external_id == customer_external_id)
+        )
+        if found is None:
             raise NotFound(f"customer {customer_external_id!r} does not exist")
 
     def stored(self, wanted: CatalogReferences) -> StoredCatalog:
@@ -125,11 +171,9 @@ class CatalogRepository:
             billing_entities=self._existing(BillingEntityRow.code, wanted.billing_entities),
             customers=self._existing(CustomerRow.external_id, wanted.customers),
             billable_metrics={
-                row.code: metric_model(row)
-                for row in self._session.scalars(
-                    select(BillableMetricRow).where(
-                        BillableMetricRow.code.in_(wanted.billable_metrics)
-                    )
+                row.code: metric_model(row._mapping)
+                for row in self._session.execute(
+                    select(_METRICS).where(_METRICS.c.code.in_(wanted.billable_metrics))
                 )
             },
             plans=self._existing(PlanRow.code, wanted.plans),

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from billing.invoicing import Totals
 from billing.models import AppliedCoupon, Wallet
-from store._rows import applied_coupon_model, dialect_insert, utcnow
+from store._rows import applied_coupon_model, dialect_insert, table_of, utcnow
 from store.schema import (
     AppliedCouponRow,
     Base,
@@ -24,6 +24,24 @@ from store.schema import (
 )
 
 __all__ = ["CouponRepository"]
+
+_APPLIED = Base.metadata.tables[AppliedCouponRow.__tablename__]
+_WALLETS = table_of(WalletRow)
+# What every finalization reads (built once, bound per call): the customer's active
+# coupons in applied order and the wallet's balance, each also locked until commit.
+_ACTIVE = (
+    select(_APPLIED)
+    .where(
+        _APPLIED.c.customer_external_id == bindparam("customer"),
+        _APPLIED.c.status == "active",
+    )
+    .order_by(_APPLIED.c.applied_order, _APPLIED.c.id)
+)
+_ACTIVE_LOCKED = _ACTIVE.with_for_update()
+_BALANCE = select(_WALLETS.c.balance_cents).where(
+    _WALLETS.c.customer_external_id == bindparam("customer")
+)
+_BALANCE_LOCKED = _BALANCE.with_for_update()
 
 
 class CouponRepository:
@@ -35,8 +53,10 @@ class CouponRepository:
     # ----------------------------------------------------------------------- coupons
 
     def get_applied(self, applied_coupon_id: str) -> AppliedCoupon | None:
-        row = self._session.get(AppliedCouponRow, applied_coupon_id)
-        return None if row is None else applied_coupon_model(row)
+        row = self._session.execute(
+            select(_APPLIED).where(_APPLIED.c.id == applied_coupon_id)
+        ).one_or_none()
+        return None if row is None else applied_coupon_model(row._mapping)
 
     def add_applied(self, applied: AppliedCoupon) -> AppliedCoupon:
         """Store ``applied`` after the customer's other coupons; idempotent on its id."""
@@ -56,18 +76,18 @@ class CouponRepository:
             index_elements=["id"]
         )
         self._session.execute(statement, [values])
-        row = self._session.get(AppliedCouponRow, applied.id, populate_existing=True)
-        assert row is not None
-        return applied_coupon_model(row)
+        stored = self.get_applied(applied.id)
+        assert stored is not None
+        return stored
 
     def list_applied(self, customer_external_id: str) -> list[AppliedCoupon]:
         """The customer's applied coupons in the order they were applied."""
-        rows = self._session.scalars(
-            select(AppliedCouponRow)
-            .where(AppliedCouponRow.customer_external_id == customer_external_id)
-            .order_by(AppliedCouponRow.applied_order, AppliedCouponRow.id)
+        rows = self._session.execute(
+            select(_APPLIED)
+            .where(_APPLIED.c.customer_external_id == customer_external_id)
+            .order_by(_APPLIED.c.applied_order, _APPLIED.c.id)
         )
-        return [applied_coupon_model(row) for row in rows]
+        return [applied_coupon_model(row._mapping) for row in rows]
 
     def lock_active(self, customer_external_id: str) -> list[AppliedCoupon]:
         """The customer's active coupons in applied order, locked until commit."""
@@ -75,36 +95,21 @@ class CouponRepository:
 
     def active(self, customer_external_id: str, *, lock: bool = False) -> list[AppliedCoupon]:
         """The customer's active coupons in applied order (``lock``: until commit)."""
-        coupons = Base.metadata.tables[AppliedCouponRow.__tablename__]
-        statement = (
-            select(coupons)
-            .where(
-                coupons.c.customer_external_id == customer_external_id,
-                coupons.c.status == "active",
-            )
-            .order_by(coupons.c.applied_order, coupons.c.id)
+        rows = self._session.execute(
+            _ACTIVE_LOCKED if lock else _ACTIVE, {"customer": customer_external_id}
         )
-        rows = self._session.execute(statement.with_for_update() if lock else statement)
-        return [applied_coupon_model(row) for row in rows]  # type: ignore[arg-type]
+        return [applied_coupon_model(row._mapping) for row in rows]
 
     # ----------------------------------------------------------------------- wallets
 
     def wallet(self, customer_external_id: str) -> Wallet:
         """The customer's wallet (balance 0 when none was ever opened)."""
-        balance = self._session.scalar(
-            select(WalletRow.balance_cents).where(
-                WalletRow.customer_external_id == customer_external_id
-            )
-        )
+        balance = self._session.scalar(_BALANCE, {"customer": customer_external_id})
         return Wallet(customer_external_id=customer_external_id, balance_cents=int(balance or 0))
 
     def lock_wallet_balance(self, customer_external_id: str) -> int:
         """The wallet's balance in cents, the wallet locked until commit."""
-        balance = self._session.scalar(
-            select(WalletRow.balance_cents)
-            .where(WalletRow.customer_external_id == customer_external_id)
-            .with_for_update()
-        )
+        balance = self._session.scalar(_BALANCE_LOCKED, {"customer": customer_external_id})
         return int(balance or 0)
 
     def top_up(self, customer_external_id: str, amount_cents: int, transaction_id: str) -> Wallet:
@@ -155,10 +160,9 @@ class CouponRepository:
         session = self._session
         consumptions = totals.coupon_consumptions
         if consumptions:
-            coupons = Base.metadata.tables[AppliedCouponRow.__tablename__]
             session.execute(
-                update(coupons)
-                .where(coupons.c.id == bindparam("consumed_id"))
+                update(_APPLIED)
+                .where(_APPLIED.c.id == bindparam("consumed_id"))
                 .values(
                     amount_cents_remaining=bindparam("amount_remaining"),
                     frequency_duration_remaining=bindparam("duration_remaining"),
@@ -175,7 +179,7 @@ class CouponRepository:
                 ],
             )
             session.execute(
-                insert(CouponConsumptionRow),
+                insert(table_of(CouponConsumptionRow)),
                 [
                     {
                         "invoice_id": invoice_id,
@@ -188,7 +192,7 @@ class CouponRepository:
         credits = totals.prepaid_credit_amount_cents
         if credits > 0:
             session.execute(
-                insert(WalletTransactionRow),
+                insert(table_of(WalletTransactionRow)),
                 [
                     {
                         "id": f"invoice/{invoice_id}",

@@ -13,19 +13,21 @@ Example::
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 
 __all__ = ["MIGRATIONS_DIR", "alembic_config", "make_engine", "upgrade"]
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+IDLE_PING_SECONDS = 5.0  # PostgreSQL connections idle longer are pinged before use
 
 
 class _DecimalSum:
@@ -96,7 +98,39 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         engine = create_engine(url, connect_args=connect_args, **kwargs)
         _prepare_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    engine = create_engine(url, **kwargs)
+    _ping_idle_connections(engine)
+    return engine
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Pre-ping (as ``pool_pre_ping``) only the connections idle for ``IDLE_PING_SECONDS``.
+
+    The connections that go stale (a database restart, an idle timeout of the server or of
+    the network) are the idle ones: those are checked and replaced before use as before.
+    A connection checked in moments ago skips the round trip that ``pool_pre_ping`` paid on
+    every unit of work; if the database failed within those moments, the first statement
+    fails, SQLAlchemy invalidates the pool, and the caller's retry (every store activity
+    retries) gets fresh connections.
+    """
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        checked_in_at = record.info.get("checked_in_at")  # None: a fresh connection
+        if checked_in_at is None or time.monotonic() - checked_in_at < IDLE_PING_SECONDS:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as err:
+            if not dialect.is_disconnect(err, dbapi_connection, None):
+                raise
+            # As pool_pre_ping does: replace this and every older pooled connection.
+            raise exc.InvalidatePoolError() from err
 
 
 def alembic_config(url: str) -> Config:

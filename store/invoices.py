@@ -7,12 +7,12 @@ change to the invoice or its fees. The draft is unique on (subscription, period 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Row, delete, func, insert, select, update
+from sqlalchemy import Row, delete, func, select
 from sqlalchemy.orm import Session
 
 from billing.approval import InvoiceApproval
@@ -26,69 +26,40 @@ from billing.models import (
     Invoice,
     InvoiceStatus,
 )
-from store._rows import dialect_insert, utcnow
+from store._invoice_rows import (
+    ADJUSTMENTS,
+    BY_ID,
+    DELETE_FEES,
+    FEES,
+    INSERT_FEES,
+    INVOICES,
+    LOCK,
+    SELECT_ADJUSTMENTS,
+    SELECT_FEES,
+    UPDATE,
+    add_draft_statement,
+    fee_model,
+    invoice_model,
+    next_number_statement,
+    select_with_fees,
+    with_fees,
+)
+from store._rows import (
+    dialect_insert,
+    dialect_name,
+    utcnow,
+)
 from store.schema import (
     AdjustedFeeRow,
-    Base,
     BillingEntityRow,
     CustomerRow,
-    FeeRow,
-    InvoiceRow,
-    InvoiceSequenceRow,
 )
 
 __all__ = ["InvoiceRepository"]
 
-# Core statements over the tables (no ORM identity map, no reloads): the columns keep
-# their types (UTCDateTime, ExactDecimal), so values read back exactly as stored.
-_INVOICES = Base.metadata.tables[InvoiceRow.__tablename__]
-_FEES = Base.metadata.tables[FeeRow.__tablename__]
-_ADJUSTMENTS = Base.metadata.tables[AdjustedFeeRow.__tablename__]
-_SEQUENCES = Base.metadata.tables[InvoiceSequenceRow.__tablename__]
-
-# The columns are the domain models' fields: the models say what an invoice and a fee hold.
-_INVOICE_FIELDS = tuple(name for name in Invoice.model_fields if name != "fees")
-_FEE_FIELDS = tuple(Fee.model_fields)
-_INVOICE_COLUMNS = tuple(_INVOICES.c[name] for name in _INVOICE_FIELDS)
-# Fee columns labelled apart from the invoice's (both have coupons/taxes amounts).
-_FEE_COLUMNS = tuple(_FEES.c[name].label(f"fee_{name}") for name in _FEE_FIELDS)
-_FEE_RETURNING = tuple(_FEES.c[name] for name in _FEE_FIELDS)
-
 
 def _approval_value(approval: InvoiceApproval | None) -> dict[str, Any] | None:
     return None if approval is None else approval.model_dump(mode="json", exclude_none=True)
-
-
-def _fee_model(values: Mapping[Any, Any]) -> Fee:
-    return Fee(**values)
-
-
-def _invoice_model(header: Mapping[str, Any], fees: Sequence[Fee]) -> Invoice:
-    return Invoice(**header, fees=tuple(fees))
-
-
-def _with_fees(rows: Sequence[Row[Any]]) -> list[Invoice]:
-    """Invoices from ``invoices LEFT JOIN fees`` rows (ordered by invoice, then position)."""
-    invoices: list[Invoice] = []
-    header: dict[str, Any] | None = None
-    fees: list[Fee] = []
-    for row in rows:
-        values = row._mapping
-        if header is None or header["id"] != values["id"]:
-            if header is not None:
-                invoices.append(_invoice_model(header, fees))
-            header, fees = {name: values[name] for name in _INVOICE_FIELDS}, []
-        if values["fee_code"] is not None:
-            fees.append(_fee_model({name: values[f"fee_{name}"] for name in _FEE_FIELDS}))
-    if header is not None:
-        invoices.append(_invoice_model(header, fees))
-    return invoices
-
-
-def _select_with_fees() -> Any:
-    return select(*_INVOICE_COLUMNS, *_FEE_COLUMNS).select_from(
-        _INVOICES.outerjoin(_FEES, _FEES.c.invoice_id == _INVOICES.c.id)
-    )
 
 
 def _adjustment_model(row: Row[Any]) -> AdjustedFee:
@@ -128,8 +99,8 @@ class InvoiceRepository:
 
     # ----------------------------------------------------------------------- reads
 
-    def _one(self, statement: Any) -> Invoice | None:
-        found = _with_fees(self._session.execute(statement.order_by(_FEES.c.position)).all())
+    def _one(self, statement: Any, parameters: dict[str, Any] | None = None) -> Invoice | None:
+        found = with_fees(self._session.execute(statement, parameters).all())
         return found[0] if found else None
 
     def get(self, invoice_id: str) -> Invoice:
@@ -140,16 +111,18 @@ class InvoiceRepository:
         return invoice
 
     def find(self, invoice_id: str) -> Invoice | None:
-        return self._one(_select_with_fees().where(_INVOICES.c.id == invoice_id))
+        return self._one(BY_ID, {"invoice_key": invoice_id})
 
     def find_for_period(
         self, subscription_external_id: str, period_start: datetime
     ) -> Invoice | None:
         return self._one(
-            _select_with_fees().where(
-                _INVOICES.c.subscription_external_id == subscription_external_id,
-                _INVOICES.c.period_start == period_start,
+            select_with_fees()
+            .where(
+                INVOICES.c.subscription_external_id == subscription_external_id,
+                INVOICES.c.period_start == period_start,
             )
+            .order_by(FEES.c.position)
         )
 
     def find_all(
@@ -160,21 +133,21 @@ class InvoiceRepository:
         status: InvoiceStatus | None = None,
     ) -> list[Invoice]:
         """Invoices by period start, then subscription; filters combine."""
-        statement = _select_with_fees().order_by(
-            _INVOICES.c.period_start,
-            _INVOICES.c.subscription_external_id,
-            _INVOICES.c.id,
-            _FEES.c.position,
+        statement = select_with_fees().order_by(
+            INVOICES.c.period_start,
+            INVOICES.c.subscription_external_id,
+            INVOICES.c.id,
+            FEES.c.position,
         )
         if customer_external_id is not None:
-            statement = statement.where(_INVOICES.c.customer_external_id == customer_external_id)
+            statement = statement.where(INVOICES.c.customer_external_id == customer_external_id)
         if subscription_external_id is not None:
             statement = statement.where(
-                _INVOICES.c.subscription_external_id == subscription_external_id
+                INVOICES.c.subscription_external_id == subscription_external_id
             )
         if status is not None:
-            statement = statement.where(_INVOICES.c.status == status.value)
-        return _with_fees(self._session.execute(statement).all())
+            statement = statement.where(INVOICES.c.status == status.value)
+        return with_fees(self._session.execute(statement).all())
 
     def lock(self, invoice_id: str) -> Invoice:
         """The invoice with its fees, locked until commit, read after the lock is held.
@@ -187,9 +160,7 @@ class InvoiceRepository:
         IMMEDIATE``, so the read alone suffices.
         """
         if self._session.get_bind().dialect.name == "postgresql":
-            locked = self._session.scalar(
-                select(_INVOICES.c.id).where(_INVOICES.c.id == invoice_id).with_for_update()
-            )
+            locked = self._session.scalar(LOCK, {"invoice_key": invoice_id})
             if locked is None:
                 raise NotFound(f"invoice {invoice_id!r} does not exist")
         return self.get(invoice_id)
@@ -197,14 +168,12 @@ class InvoiceRepository:
     def total(self, invoice_id: str) -> int | None:
         """The invoice's total in cents (None: no such invoice), for a timeline entry."""
         return self._session.scalar(
-            select(_INVOICES.c.total_amount_cents).where(_INVOICES.c.id == invoice_id)
+            select(INVOICES.c.total_amount_cents).where(INVOICES.c.id == invoice_id)
         )
 
     def adjustments(self, invoice_id: str) -> dict[str, AdjustedFee]:
         """The operator's edits of the invoice, by charge code."""
-        rows = self._session.execute(
-            select(_ADJUSTMENTS).where(_ADJUSTMENTS.c.invoice_id == invoice_id)
-        )
+        rows = self._session.execute(SELECT_ADJUSTMENTS, {"invoice_key": invoice_id})
         return {row.charge_code: _adjustment_model(row) for row in rows}
 
     # ----------------------------------------------------------------------- writes
@@ -226,9 +195,7 @@ class InvoiceRepository:
         period (``grace_period_fixed``: set by the period itself, not by the settings)."""
         now = utcnow()
         inserted = self._session.execute(
-            dialect_insert(self._session, InvoiceRow)
-            .on_conflict_do_nothing(index_elements=["subscription_external_id", "period_start"])
-            .returning(*_INVOICE_COLUMNS),
+            add_draft_statement(dialect_name(self._session)),
             [
                 {
                     "id": invoice_id,
@@ -258,7 +225,7 @@ class InvoiceRepository:
                 }
             ],
         ).all()
-        return _invoice_model(dict(inserted[0]._mapping), ()) if inserted else None
+        return invoice_model(dict(inserted[0]._mapping), ()) if inserted else None
 
     def save_adjustment(self, invoice_id: str, adjustment: AdjustedFee) -> None:
         """Store an operator's edit, replacing an earlier one of the same charge."""
@@ -286,8 +253,8 @@ class InvoiceRepository:
     def delete_adjustment(self, invoice_id: str, charge_code: str) -> bool:
         """Drop an operator's edit; whether there was one."""
         result = self._session.execute(
-            delete(_ADJUSTMENTS).where(
-                _ADJUSTMENTS.c.invoice_id == invoice_id, _ADJUSTMENTS.c.charge_code == charge_code
+            delete(ADJUSTMENTS).where(
+                ADJUSTMENTS.c.invoice_id == invoice_id, ADJUSTMENTS.c.charge_code == charge_code
             )
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
@@ -303,29 +270,32 @@ class InvoiceRepository:
         if stored is not None and _same_fees(stored, fees):
             return tuple(stored)
         if stored is None or stored:
-            self._session.execute(delete(_FEES).where(_FEES.c.invoice_id == invoice_id))
+            self._session.execute(DELETE_FEES, {"invoice_key": invoice_id})
         if not fees:
             return ()
         written = self._session.execute(
-            insert(_FEES).returning(*_FEE_RETURNING, sort_by_parameter_order=True),
+            INSERT_FEES,
             [
                 {"invoice_id": invoice_id, "position": position, **fee.model_dump()}
                 for position, fee in enumerate(fees)
             ],
         )
-        return tuple(_fee_model(row._mapping) for row in written)
+        return tuple(fee_model(row._mapping) for row in written)
 
     def _update(
         self, invoice_id: str, totals: Totals, stored: Sequence[Fee] | None, **values: Any
     ) -> Invoice:
         fees = self._write_fees(invoice_id, totals.fees, stored)
         header = self._session.execute(
-            update(_INVOICES)
-            .where(_INVOICES.c.id == invoice_id)
-            .values(updated_at=utcnow(), **values, **_totals_values(totals))
-            .returning(*_INVOICE_COLUMNS)
+            UPDATE,
+            {
+                "invoice_key": invoice_id,
+                "updated_at": utcnow(),
+                **values,
+                **_totals_values(totals),
+            },
         ).one()
-        return _invoice_model(dict(header._mapping), fees)
+        return invoice_model(dict(header._mapping), fees)
 
     def save_draft(
         self,
@@ -388,17 +358,10 @@ class InvoiceRepository:
     def _set(self, invoice_id: str, **values: Any) -> Invoice:
         """Change header columns of a draft (not its fees or totals); the invoice back."""
         header = self._session.execute(
-            update(_INVOICES)
-            .where(_INVOICES.c.id == invoice_id)
-            .values(updated_at=utcnow(), **values)
-            .returning(*_INVOICE_COLUMNS)
+            UPDATE, {"invoice_key": invoice_id, "updated_at": utcnow(), **values}
         ).one()
-        fees = self._session.execute(
-            select(*_FEE_RETURNING)
-            .where(_FEES.c.invoice_id == invoice_id)
-            .order_by(_FEES.c.position)
-        )
-        return _invoice_model(dict(header._mapping), [_fee_model(row._mapping) for row in fees])
+        fees = self._session.execute(SELECT_FEES, {"invoice_key": invoice_id})
+        return invoice_model(dict(header._mapping), [fee_model(row._mapping) for row in fees])
 
     def hold_for_approval(self, invoice_id: str, approval: InvoiceApproval) -> Invoice:
         """Keep a draft waiting for approval (its status stays ``draft``)."""
@@ -411,8 +374,8 @@ class InvoiceRepository:
     def grace_period_start(self, invoice_id: str) -> tuple[datetime | None, bool]:
         """When the draft's grace period began, and whether the period fixed its length."""
         row = self._session.execute(
-            select(_INVOICES.c.drafted_at, _INVOICES.c.grace_period_fixed).where(
-                _INVOICES.c.id == invoice_id
+            select(INVOICES.c.drafted_at, INVOICES.c.grace_period_fixed).where(
+                INVOICES.c.id == invoice_id
             )
         ).one()
         return row.drafted_at, bool(row.grace_period_fixed)
@@ -425,25 +388,25 @@ class InvoiceRepository:
         entities = BillingEntityRow.__table__
         statement = (
             select(
-                _INVOICES.c.id.label("invoice_id"),
-                _INVOICES.c.subscription_external_id,
-                _INVOICES.c.period_start,
-                _INVOICES.c.drafted_at,
-                _INVOICES.c.expected_finalization_at,
-                _INVOICES.c.approval,
+                INVOICES.c.id.label("invoice_id"),
+                INVOICES.c.subscription_external_id,
+                INVOICES.c.period_start,
+                INVOICES.c.drafted_at,
+                INVOICES.c.expected_finalization_at,
+                INVOICES.c.approval,
                 func.coalesce(customers.c.grace_period_days, entities.c.grace_period_days).label(
                     "grace_period_days"
                 ),
                 func.coalesce(customers.c.timezone, entities.c.timezone).label("timezone"),
             )
-            .join(customers, customers.c.external_id == _INVOICES.c.customer_external_id)
+            .join(customers, customers.c.external_id == INVOICES.c.customer_external_id)
             .join(entities, entities.c.code == customers.c.billing_entity_code)
             .where(
-                _INVOICES.c.status == InvoiceStatus.DRAFT.value,
-                _INVOICES.c.drafted_at.is_not(None),
-                _INVOICES.c.grace_period_fixed.is_(False),
+                INVOICES.c.status == InvoiceStatus.DRAFT.value,
+                INVOICES.c.drafted_at.is_not(None),
+                INVOICES.c.grace_period_fixed.is_(False),
             )
-            .order_by(_INVOICES.c.drafted_at, _INVOICES.c.id)
+            .order_by(INVOICES.c.drafted_at, INVOICES.c.id)
         )
         rows: Sequence[Row[Any]] = self._session.execute(statement).all()  # type: ignore[assignment]
         return [row for row in rows if not row.approval or row.approval.get("status") != "required"]
@@ -453,13 +416,13 @@ class InvoiceRepository:
     ) -> int | None:
         """The total of the subscription's latest finalized invoice before ``period_start``."""
         return self._session.scalar(
-            select(_INVOICES.c.total_amount_cents)
+            select(INVOICES.c.total_amount_cents)
             .where(
-                _INVOICES.c.subscription_external_id == subscription_external_id,
-                _INVOICES.c.period_start < period_start,
-                _INVOICES.c.status == InvoiceStatus.FINALIZED.value,
+                INVOICES.c.subscription_external_id == subscription_external_id,
+                INVOICES.c.period_start < period_start,
+                INVOICES.c.status == InvoiceStatus.FINALIZED.value,
             )
-            .order_by(_INVOICES.c.period_start.desc())
+            .order_by(INVOICES.c.period_start.desc())
             .limit(1)
         )
 
@@ -469,13 +432,7 @@ class InvoiceRepository:
         The row stays locked until commit, so concurrent finalizations queue up; a
         rolled-back finalization gives its number back.
         """
-        statement = dialect_insert(self._session, InvoiceSequenceRow)
         number = self._session.execute(
-            statement.values(billing_entity_code=billing_entity_code, last_number=1)
-            .on_conflict_do_update(
-                index_elements=["billing_entity_code"],
-                set_={"last_number": _SEQUENCES.c.last_number + 1},
-            )
-            .returning(_SEQUENCES.c.last_number)
+            next_number_statement(dialect_name(self._session)), {"entity": billing_entity_code}
         ).scalar_one()
         return int(number)

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from billing.models import UsageEvent
-from store._rows import dialect_insert, utcnow
+from store._rows import dialect_insert, insert_or_skip, utcnow
 from store.schema import RejectedEventRow, RejectedInputRow
 
 __all__ = ["RejectionRecord", "RejectionRepository"]
@@ -50,8 +50,8 @@ class RejectionRepository:
             return
         now = utcnow()
         self._session.execute(
-            dialect_insert(self._session, RejectedEventRow).on_conflict_do_nothing(
-                index_elements=["subscription_external_id", "transaction_id"]
+            insert_or_skip(
+                self._session, RejectedEventRow, ("subscription_external_id", "transaction_id")
             ),
             [
                 {

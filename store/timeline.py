@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from billing.timeline import TimelineEntry, TimelineKind
-from store._rows import dialect_insert
+from store._rows import insert_or_skip
 from store.schema import InvoiceTimelineRow
 
 __all__ = ["KEY_LIMIT", "TimelineRepository", "stored_key"]
@@ -53,9 +53,7 @@ class TimelineRepository:
     ) -> None:
         """Add one entry; nothing when an entry with ``key`` exists."""
         self._session.execute(
-            dialect_insert(self._session, InvoiceTimelineRow).on_conflict_do_nothing(
-                index_elements=["key"]
-            ),
+            insert_or_skip(self._session, InvoiceTimelineRow, ("key",)),
             [
                 {
                     "key": stored_key(key),

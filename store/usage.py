@@ -13,6 +13,7 @@ values.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -20,7 +21,7 @@ from typing import Any
 
 from psycopg.errors import UniqueViolation
 from pydantic_core import to_json, to_jsonable_python
-from sqlalchemy import ColumnElement, Select, func, insert, select
+from sqlalchemy import Select, bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
 from billing.aggregations import latest_value
@@ -34,7 +35,7 @@ from billing.models import (
 )
 from billing.pricing import aggregate
 from billing.usage import AcceptedEvent
-from store._rows import dialect_insert, utcnow
+from store._rows import dialect_insert, table_of, utcnow
 from store.schema import UsageEventRow, UsageReceiptRow
 
 __all__ = ["UsageRepository"]
@@ -150,20 +151,39 @@ def _insert_events(
     return len(session.connection().execute(statement, rows).all())
 
 
-def _in_period(
-    subscription_external_id: str, period_start: datetime, period_end: datetime
-) -> list[ColumnElement[bool]]:
-    return [
-        UsageEventRow.subscription_external_id == subscription_external_id,
-        UsageEventRow.timestamp >= period_start,
-        UsageEventRow.timestamp < period_end,
-    ]
+# Core columns (no ORM compile step); the period (subscription, bounds) is bound per call.
+_EVENTS = table_of(UsageEventRow)
+_IN_PERIOD = (
+    _EVENTS.c.subscription_external_id == bindparam("subscription"),
+    _EVENTS.c.timestamp >= bindparam("period_start", type_=_EVENTS.c.timestamp.type),
+    _EVENTS.c.timestamp < bindparam("period_end", type_=_EVENTS.c.timestamp.type),
+)
+_Codes = tuple[str, ...]
+
+
+@functools.lru_cache(maxsize=256)
+def _grouped_statement(sqlite: bool, codes: _Codes, sum_codes: _Codes, max_codes: _Codes) -> Any:
+    """:func:`_grouped`'s statement for a plan's metrics, built once (every draft and
+    finalization runs it); the period's values are bound per call (``_IN_PERIOD``)."""
+    column = _EVENTS.c.number_value
+    total = (func.decimal_sum(column) if sqlite else func.sum(column)).filter(
+        _EVENTS.c.code.in_(sum_codes or [""])
+    )
+    highest = (func.decimal_max(column) if sqlite else func.max(column)).filter(
+        _EVENTS.c.code.in_(max_codes or [""])
+    )
+    statement: Select[Any] = (
+        select(_EVENTS.c.code, func.count(), total, highest)
+        .where(*_IN_PERIOD, _EVENTS.c.code.in_(codes))
+        .group_by(_EVENTS.c.code)
+    )
+    return statement
 
 
 def _grouped(
     session: Session,
     by_type: dict[AggregationType, list[str]],
-    where: list[ColumnElement[bool]],
+    period: dict[str, Any],
 ) -> dict[str, tuple[Decimal, int]]:
     """``{code: (aggregate, events_count)}`` of the count, sum, max and latest metrics
     (latest: the count only), computed by the database in one GROUP BY.
@@ -175,26 +195,15 @@ def _grouped(
     codes = [code for kind in (*numeric, AggregationType.LATEST) for code in by_type.get(kind, [])]
     if not codes:
         return {}
-    sqlite = session.get_bind().dialect.name == "sqlite"
-    column = UsageEventRow.number_value
-    sum_codes, max_codes = (
-        by_type.get(AggregationType.SUM, []),
-        by_type.get(AggregationType.MAX, []),
-    )
-    total = (func.decimal_sum(column) if sqlite else func.sum(column)).filter(
-        UsageEventRow.code.in_(sum_codes or [""])
-    )
-    highest = (func.decimal_max(column) if sqlite else func.max(column)).filter(
-        UsageEventRow.code.in_(max_codes or [""])
-    )
-    statement: Select[Any] = (
-        select(UsageEventRow.code, func.count(), total, highest)
-        .where(*where, UsageEventRow.code.in_(codes))
-        .group_by(UsageEventRow.code)
+    statement = _grouped_statement(
+        session.get_bind().dialect.name == "sqlite",
+        tuple(codes),
+        tuple(by_type.get(AggregationType.SUM, [])),
+        tuple(by_type.get(AggregationType.MAX, [])),
     )
     aggregation = {code: kind for kind, kind_codes in by_type.items() for code in kind_codes}
     found: dict[str, tuple[Decimal, int]] = {}
-    for code, count, summed, maximum in session.execute(statement):
+    for code, count, summed, maximum in session.execute(statement, period):
         kind = aggregation[code]
         value = summed if kind == AggregationType.SUM else maximum
         if kind in (AggregationType.COUNT, AggregationType.LATEST):
@@ -204,39 +213,40 @@ def _grouped(
 
 
 def _unique_counts(
-    session: Session, codes: Sequence[str], where: list[ColumnElement[bool]]
+    session: Session, codes: Sequence[str], period: dict[str, Any]
 ) -> dict[str, tuple[Decimal, int]]:
     """``{code: (distinct values, events_count)}``: apart from :func:`_grouped`, whose
     scan stays on the (subscription, code, timestamp) index without reading the rows."""
     statement = (
-        select(
-            UsageEventRow.code, func.count(func.distinct(UsageEventRow.text_value)), func.count()
-        )
-        .where(*where, UsageEventRow.code.in_(list(codes)))
-        .group_by(UsageEventRow.code)
+        select(_EVENTS.c.code, func.count(func.distinct(_EVENTS.c.text_value)), func.count())
+        .where(*_IN_PERIOD, _EVENTS.c.code.in_(list(codes)))
+        .group_by(_EVENTS.c.code)
     )
     return {
-        code: (Decimal(str(value)), int(count)) for code, value, count in session.execute(statement)
+        code: (Decimal(str(value)), int(count))
+        for code, value, count in session.execute(statement, period)
     }
 
 
-def _latest(session: Session, code: str, where: list[ColumnElement[bool]]) -> Decimal:
+def _latest(session: Session, code: str, period: dict[str, Any]) -> Decimal:
     value = session.scalar(
-        select(UsageEventRow.number_value)
-        .where(*where, UsageEventRow.code == code)
-        .order_by(UsageEventRow.timestamp.desc(), UsageEventRow.id.desc())
-        .limit(1)
+        select(_EVENTS.c.number_value)
+        .where(*_IN_PERIOD, _EVENTS.c.code == code)
+        .order_by(_EVENTS.c.timestamp.desc(), _EVENTS.c.id.desc())
+        .limit(1),
+        period,
     )
     return latest_value(value)
 
 
 def _event_values(
-    session: Session, code: str, where: list[ColumnElement[bool]]
+    session: Session, code: str, period: dict[str, Any]
 ) -> list[tuple[datetime, Decimal]]:
     rows = session.execute(
-        select(UsageEventRow.timestamp, UsageEventRow.number_value)
-        .where(*where, UsageEventRow.code == code)
-        .order_by(UsageEventRow.timestamp, UsageEventRow.id)
+        select(_EVENTS.c.timestamp, _EVENTS.c.number_value)
+        .where(*_IN_PERIOD, _EVENTS.c.code == code)
+        .order_by(_EVENTS.c.timestamp, _EVENTS.c.id),
+        period,
     )
     return [(at, value) for at, value in rows if value is not None]
 
@@ -244,18 +254,22 @@ def _event_values(
 def _charge_usage(
     session: Session, context: BillingContext, period_start: datetime, period_end: datetime
 ) -> dict[str, ChargeUsage]:
-    where = _in_period(context.subscription.external_id, period_start, period_end)
+    period = {
+        "subscription": context.subscription.external_id,
+        "period_start": period_start,
+        "period_end": period_end,
+    }
     metrics = [context.metrics[code] for code in sorted(context.metrics)]
     by_type: dict[AggregationType, list[str]] = {}
     for metric in metrics:
         by_type.setdefault(metric.aggregation_type, []).append(metric.code)
 
-    units = _grouped(session, by_type, where)
+    units = _grouped(session, by_type, period)
     if AggregationType.UNIQUE_COUNT in by_type:
-        units.update(_unique_counts(session, by_type[AggregationType.UNIQUE_COUNT], where))
+        units.update(_unique_counts(session, by_type[AggregationType.UNIQUE_COUNT], period))
     for code in by_type.get(AggregationType.LATEST, []):
         if code in units:
-            units[code] = (_latest(session, code, where), units[code][1])
+            units[code] = (_latest(session, code, period), units[code][1])
 
     values_needed = {
         charge.billable_metric_code
@@ -263,7 +277,7 @@ def _charge_usage(
         if charge.charge_model in EVENT_VALUE_CHARGE_MODELS
     } | set(by_type.get(AggregationType.WEIGHTED_SUM, []))
     values: dict[str, list[tuple[datetime, Decimal]]] = {
-        code: _event_values(session, code, where) for code in sorted(values_needed)
+        code: _event_values(session, code, period) for code in sorted(values_needed)
     }
     for code in by_type.get(AggregationType.WEIGHTED_SUM, []):
         events = values[code]
@@ -298,9 +312,9 @@ class UsageRepository:
         if not transaction_ids:
             return set()
         found = self._session.scalars(
-            select(UsageEventRow.transaction_id).where(
-                UsageEventRow.subscription_external_id == subscription_external_id,
-                UsageEventRow.transaction_id.in_(transaction_ids),
+            select(_EVENTS.c.transaction_id).where(
+                _EVENTS.c.subscription_external_id == subscription_external_id,
+                _EVENTS.c.transaction_id.in_(transaction_ids),
             )
         )
         return set(found)

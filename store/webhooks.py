@@ -14,14 +14,15 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import select, update
+from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from billing.errors import NotFound
 from billing.models import DeliveryStatus, Invoice
-from store._rows import dialect_insert
+from store._rows import insert_or_skip, table_of
 from store.schema import WebhookDeliveryRow, WebhookEndpointRow
 
 __all__ = [
@@ -74,22 +75,26 @@ def webhook_body(webhook_type: str, invoice: Invoice) -> str:
     return json.dumps(payload, separators=(",", ":"))
 
 
-def _model(row: WebhookDeliveryRow) -> WebhookDelivery:
-    status: DeliveryStatus = row.status  # type: ignore[assignment]
-    return WebhookDelivery(
-        id=row.id,
-        webhook_type=row.webhook_type,
-        invoice_id=row.invoice_id,
-        endpoint_code=row.endpoint_code,
-        endpoint_url=row.endpoint_url,
-        status=status,
-        attempts=row.attempts,
-        last_http_status=row.last_http_status,
-        last_error=row.last_error,
-        body=row.body,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+# Core statements over the table (no ORM instances: the webhook activity reads and writes
+# a delivery on every attempt); the columns in the model's field order.
+_DELIVERIES = table_of(WebhookDeliveryRow)
+_ENDPOINTS = table_of(WebhookEndpointRow)
+_COLUMNS = tuple(_DELIVERIES.c[name] for name in WebhookDelivery.model_fields)
+_SELECT_DELIVERY = select(*_COLUMNS).where(_DELIVERIES.c.id == bindparam("delivery_id"))
+_SELECT_ENDPOINTS = select(_ENDPOINTS.c.code, _ENDPOINTS.c.url).order_by(_ENDPOINTS.c.code)
+_SELECT_SECRET = (
+    select(_DELIVERIES.c.endpoint_code, _ENDPOINTS.c.secret)
+    .select_from(
+        _DELIVERIES.outerjoin(_ENDPOINTS, _ENDPOINTS.c.code == _DELIVERIES.c.endpoint_code)
     )
+    .where(_DELIVERIES.c.id == bindparam("delivery_id"))
+)
+
+
+def _model(row: Row[Any] | None, id: str) -> WebhookDelivery:
+    if row is None:
+        raise NotFound(f"webhook delivery {id!r} does not exist")
+    return WebhookDelivery(**row._mapping)
 
 
 class WebhookRepository:
@@ -101,11 +106,7 @@ class WebhookRepository:
     def queue(self, invoice: Invoice, webhook_type: str, at: datetime) -> list[str]:
         """Outbox rows of ``invoice`` for every endpoint; idempotent. Returns their ids."""
         session = self._session
-        endpoints = session.execute(
-            select(WebhookEndpointRow.code, WebhookEndpointRow.url).order_by(
-                WebhookEndpointRow.code
-            )
-        ).all()
+        endpoints = session.execute(_SELECT_ENDPOINTS).all()
         if not endpoints:
             return []
         body = webhook_body(webhook_type, invoice)
@@ -127,8 +128,8 @@ class WebhookRepository:
             for endpoint in endpoints
         ]
         session.execute(
-            dialect_insert(session, WebhookDeliveryRow).on_conflict_do_nothing(
-                index_elements=["invoice_id", "webhook_type", "endpoint_code"]
+            insert_or_skip(
+                session, WebhookDeliveryRow, ("invoice_id", "webhook_type", "endpoint_code")
             ),
             rows,
         )
@@ -140,38 +141,28 @@ class WebhookRepository:
         """The ids of the invoice's deliveries of ``webhook_type``, by endpoint."""
         return list(
             self._session.scalars(
-                select(WebhookDeliveryRow.id)
+                select(_DELIVERIES.c.id)
                 .where(
-                    WebhookDeliveryRow.invoice_id == invoice_id,
-                    WebhookDeliveryRow.webhook_type == webhook_type,
+                    _DELIVERIES.c.invoice_id == invoice_id,
+                    _DELIVERIES.c.webhook_type == webhook_type,
                 )
-                .order_by(WebhookDeliveryRow.endpoint_code)
+                .order_by(_DELIVERIES.c.endpoint_code)
             )
         )
 
-    def _row(self, id: str) -> WebhookDeliveryRow:
-        row = self._session.scalar(
-            select(WebhookDeliveryRow)
-            .where(WebhookDeliveryRow.id == id)
-            .execution_options(populate_existing=True)
-        )
-        if row is None:
-            raise NotFound(f"webhook delivery {id!r} does not exist")
-        return row
-
     def get(self, id: str) -> WebhookDelivery:
         """The delivery; raises :class:`NotFound` when there is none."""
-        return _model(self._row(id))
+        found = self._session.execute(_SELECT_DELIVERY, {"delivery_id": id}).one_or_none()
+        return _model(found, id)
 
     def endpoint_secret(self, id: str) -> str:
         """The signing secret of delivery ``id``'s endpoint. Never log or return it further."""
-        row = self._row(id)
-        secret = self._session.scalar(
-            select(WebhookEndpointRow.secret).where(WebhookEndpointRow.code == row.endpoint_code)
-        )
-        if secret is None:
-            raise NotFound(f"webhook endpoint {row.endpoint_code!r} does not exist")
-        return secret
+        found = self._session.execute(_SELECT_SECRET, {"delivery_id": id}).one_or_none()
+        if found is None:
+            raise NotFound(f"webhook delivery {id!r} does not exist")
+        if found.secret is None:
+            raise NotFound(f"webhook endpoint {found.endpoint_code!r} does not exist")
+        return str(found.secret)
 
     def log_attempt(
         self,
@@ -183,37 +174,37 @@ class WebhookRepository:
         at: datetime,
     ) -> WebhookDelivery:
         """Count one more attempt with its outcome; returns the delivery as stored."""
-        self._session.execute(
-            update(WebhookDeliveryRow)
-            .where(WebhookDeliveryRow.id == id)
+        found = self._session.execute(
+            update(_DELIVERIES)
+            .where(_DELIVERIES.c.id == id)
             .values(
                 status=status,
-                attempts=WebhookDeliveryRow.attempts + 1,
+                attempts=_DELIVERIES.c.attempts + 1,
                 last_http_status=http_status,
                 last_error=error,
                 updated_at=at,
             )
-        )
-        return self.get(id)
+            .returning(*_COLUMNS)
+        ).one_or_none()
+        return _model(found, id)
 
     def set_pending(self, id: str) -> WebhookDelivery:
         """Put the delivery back to ``pending`` (attempts are kept for the record)."""
-        self._session.execute(
-            update(WebhookDeliveryRow)
-            .where(WebhookDeliveryRow.id == id)
+        found = self._session.execute(
+            update(_DELIVERIES)
+            .where(_DELIVERIES.c.id == id)
             .values(status="pending", last_error=None)
-        )
-        return self.get(id)
+            .returning(*_COLUMNS)
+        ).one_or_none()
+        return _model(found, id)
 
     def find_all(
         self, *, status: DeliveryStatus | None = None, invoice_id: str | None = None
     ) -> list[WebhookDelivery]:
         """Deliveries, oldest first, optionally of one status or one invoice."""
-        statement = select(WebhookDeliveryRow).order_by(
-            WebhookDeliveryRow.created_at, WebhookDeliveryRow.id
-        )
+        statement = select(*_COLUMNS).order_by(_DELIVERIES.c.created_at, _DELIVERIES.c.id)
         if status is not None:
-            statement = statement.where(WebhookDeliveryRow.status == status)
+            statement = statement.where(_DELIVERIES.c.status == status)
         if invoice_id is not None:
-            statement = statement.where(WebhookDeliveryRow.invoice_id == invoice_id)
-        return [_model(row) for row in self._session.scalars(statement)]
+            statement = statement.where(_DELIVERIES.c.invoice_id == invoice_id)
+        return [WebhookDelivery(**row._mapping) for row in self._session.execute(statement)]

@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from billing.errors import NotFound
 from billing.models import BillingContext, Invoice, InvoiceStatus, Wallet
 from billing.usage import AcceptedEvent
+from services.catalog import load_catalog
 from store.unit_of_work import UnitOfWork
 from tests.services.support import event, january
 
@@ -59,3 +60,37 @@ def test_repositories_return_domain_models(catalog_engine: Engine) -> None:
         assert uow.webhooks.queue(draft, "invoice.drafted", datetime.now(UTC))
         with pytest.raises(NotFound):
             uow.invoices.get("inv-2")
+
+
+def test_the_billing_context_of_a_plan_without_charges(engine: Engine) -> None:
+    load_catalog(
+        engine,
+        {
+            "billing_entities": [
+                {
+                    "code": "be",
+                    "name": "BE",
+                    "currency": "EUR",
+                    "timezone": "UTC",
+                    "invoice_prefix": "BE",
+                }
+            ],
+            "customers": [{"external_id": "cust", "billing_entity_code": "be"}],
+            "plans": [{"code": "flat", "name": "Flat", "amount_cents": 900}],
+            "subscriptions": [
+                {
+                    "external_id": "sub",
+                    "customer_external_id": "cust",
+                    "plan_code": "flat",
+                    "started_at": "2026-01-01T00:00:00Z",
+                }
+            ],
+        },
+    )
+    with UnitOfWork(engine) as uow:
+        context = uow.catalog.billing_context("sub")
+        with pytest.raises(NotFound):
+            uow.catalog.billing_context("no_such_subscription")
+    assert (context.plan.code, context.plan.amount_cents, context.plan.charges) == ("flat", 900, ())
+    assert (context.customer.external_id, context.billing_entity.code) == ("cust", "be")
+    assert (context.metrics, context.currency, context.timezone) == ({}, "EUR", "UTC")
