@@ -287,7 +287,8 @@ async def run_close(
         ).all()
     result["invoices_by_status"] = {status: count for status, count in rows}
     result["worker_processes"] = worker_processes or "in the bench process"
-    result["worker_max_concurrent_activities"] = ACTIVITY_THREADS
+    result["worker_activity_threads"] = ACTIVITY_THREADS
+    result["worker_workflow_task_slots"] = WORKFLOW_TASK_SLOTS  # = its local activities
     return result
 
 

@@ -9,6 +9,7 @@ refused), and refused events are kept with their reason.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -43,7 +44,8 @@ def record_usage(
     task was lost, an activity retried after its worker died) must not report its own
     events as duplicates.
     ``invoice_id``: the period's draft, when the batch arrives in its grace period (late
-    usage); a batch that adds events is then written to its timeline under ``key``.
+    usage); a batch that adds events is then written to its timeline (under the same key
+    as its receipt).
     """
     receipt_key = None if key is None else _receipt_key(key, events)
     with UnitOfWork(engine) as uow:
@@ -85,7 +87,7 @@ def record_usage(
             if total is not None:
                 record_entry(
                     uow,
-                    key or new_key(),
+                    receipt_key or new_key(),
                     invoice_id,
                     total,
                     TimelineKind.USAGE_RECORDED,
@@ -102,7 +104,7 @@ def _receipt_key(key: str, events: Sequence[UsageEvent]) -> str:
     """The step's key and its batch's fingerprint: a different batch under the same step
     key (an update that came first on a retried workflow task) is not answered with
     another batch's receipt."""
-    digest = hashlib.sha256("\n".join(e.transaction_id for e in events).encode()).hexdigest()
+    digest = hashlib.sha256(json.dumps([e.transaction_id for e in events]).encode()).hexdigest()
     return stored_key(f"{key}/usage/{digest[:32]}")
 
 

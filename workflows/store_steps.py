@@ -3,8 +3,8 @@ policy, whose permanent failure becomes the workflow's ``ApplicationError``.
 
 The period's own steps (recording usage, drafting, finalizing) are **local activities**:
 they run inside the workflow task that asks for them, and the history records a marker
-with their result instead of three activity events and another workflow task; a month-end
-close costs about a third less CPU (bench/README.md). They are short (one unit of work)
+with their result instead of three activity events and another workflow task (a month-end
+close: bench/README.md). They are short (one unit of work)
 and idempotent on their business key, and a step run again after its workflow task was
 lost answers what its first run did (usage keeps its receipt under the step's key). A
 workflow task keeps its slot while its local activity runs, so a worker takes few
@@ -26,7 +26,7 @@ from temporalio import workflow
 from temporalio.common import Priority, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
-__all__ = ["STORE_RETRY_POLICY", "STORE_TIMEOUT", "store_step"]
+__all__ = ["LOCAL_RETRY_THRESHOLD", "STORE_RETRY_POLICY", "STORE_TIMEOUT", "store_step"]
 
 # Store activities retry until the database is back.
 STORE_TIMEOUT = timedelta(seconds=60)
@@ -35,6 +35,7 @@ STORE_RETRY_POLICY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=30),
 )
+LOCAL_RETRY_THRESHOLD = timedelta(seconds=5)
 
 
 async def store_step(
@@ -47,6 +48,7 @@ async def store_step(
 ) -> Any:
     """Run a store activity (``local``: as a local activity; ``priority`` applies to
     regular ones); a permanent failure becomes an ``ApplicationError``."""
+    assert not (local and priority != Priority.default), "a local activity has no task queue"
     try:
         if local:
             return await workflow.execute_local_activity_method(
@@ -54,6 +56,9 @@ async def store_step(
                 request,
                 start_to_close_timeout=STORE_TIMEOUT,
                 retry_policy=STORE_RETRY_POLICY,
+                # A failing step (the database down) waits out its backoff in a durable
+                # timer after a few seconds, not inside a workflow task that keeps its slot.
+                local_retry_threshold=LOCAL_RETRY_THRESHOLD,
                 summary=summary,
             )
         return await workflow.execute_activity_method(

@@ -59,13 +59,15 @@ def test_histories_cover_every_workflow_and_outcome() -> None:
     names = {path.stem for path in HISTORY_FILES}
     outcomes = {"billing_period_finalized", "billing_period_closed_empty"}
     outcomes.add("billing_period_malformed_signals")
-    # Both shapes: before patch "lean-period-shape" and with it (prefix "lean_").
-    assert outcomes | {f"lean_{name}" for name in outcomes} <= names
-    # Operator control of the grace period: a hold approved, a grace period followed.
-    assert {
-        "control_billing_period_held_then_approved",
-        "control_billing_period_grace_followed",
-    } <= names
+    # Every shape: before patch "lean-period-shape", with it (prefix "lean_") and with
+    # "local-store-steps" (prefix "local_").
+    for shape in ("", "lean_", "local_"):
+        assert {f"{shape}{name}" for name in outcomes} <= names, shape
+    # Operator control of the grace period: a hold approved, a grace period followed; in
+    # the lean shape and with local store steps.
+    control = {"billing_period_held_then_approved", "billing_period_grace_followed"}
+    for shape in ("control_", "local_control_"):
+        assert {f"{shape}{name}" for name in control} <= names, shape
     for path in HISTORY_FILES:
         last = json.loads(path.read_text())["events"][-1]
         assert "workflowExecutionCompletedEventAttributes" in last, f"{path.name} is unfinished"
