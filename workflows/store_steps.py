@@ -4,16 +4,17 @@ policy, whose permanent failure becomes the workflow's ``ApplicationError``.
 The period's own steps (recording usage, drafting, finalizing) are **local activities**:
 they run inside the workflow task that asks for them, and the history records a marker
 with their result instead of three activity events and another workflow task (a month-end
-close: bench/README.md). They are short (one unit of work)
-and idempotent on their business key, and a step run again after its workflow task was
-lost answers what its first run did (usage keeps its receipt under the step's key). A
-workflow task keeps its slot while its local activity runs, so a worker takes few
-workflow tasks at once (``BILLING_WORKFLOW_TASK_SLOTS``, 4): its local activities never
-wait behind a backlog for one of the activity threads.
+close: bench/README.md). They are short (one unit of work) and idempotent on their
+business key, and a step run again after its workflow task was lost answers what its
+first run did (usage keeps its receipt under the step's key). A workflow task keeps its
+slot while its local activity runs, so a worker takes few workflow tasks at once
+(``BILLING_WORKFLOW_TASK_SLOTS``, 4) and keeps as many activity threads for their local
+activities (``worker.build_worker``); a step that keeps failing waits in a durable timer.
 
 Regular activities stay where a task queue does something for us: an operator's edit
-(task priority puts it ahead of a close), following settings, the rejections' record, the
-webhook delivery (it may wait minutes on a customer's endpoint).
+and refresh (task priority puts them ahead of a close), the debounced refresh after late
+usage, following settings, the rejections' record, and the webhook delivery (it may wait
+minutes on a customer's endpoint).
 """
 
 from __future__ import annotations
