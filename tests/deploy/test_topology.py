@@ -29,6 +29,7 @@ from temporalio.api.enums.v1 import EventType, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from billing.models import InvoiceStatus
@@ -180,15 +181,21 @@ class WorkerProcesses:
 
 async def wait_for_pollers(client: Client, task_queue: str, identities: set[str]) -> None:
     deadline = asyncio.get_running_loop().time() + 60
+    polling: set[str] = set()
     while True:
-        response = await client.workflow_service.describe_task_queue(
-            DescribeTaskQueueRequest(
-                namespace=client.namespace,
-                task_queue=TaskQueue(name=task_queue),
-                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        try:
+            response = await client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=client.namespace,
+                    task_queue=TaskQueue(name=task_queue),
+                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+                )
             )
-        )
-        polling = {poller.identity for poller in response.pollers}
+            polling = {poller.identity for poller in response.pollers}
+        except RPCError as err:
+            # A dev server starved of CPU now and then cancels a describe: ask again.
+            if err.status != RPCStatusCode.CANCELLED:
+                raise
         if identities <= polling:
             return
         assert asyncio.get_running_loop().time() < deadline, f"pollers: {polling}"

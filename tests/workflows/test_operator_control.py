@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -42,6 +42,7 @@ from workflows.messages import (
 from workflows.search_attributes import INVOICE_STATUS
 
 HOUR = 3600
+FAR_AHEAD = datetime(2099, 1, 1, tzinfo=UTC)
 
 
 def catalog_with_approval(rules: dict[str, Any] | None) -> Callable[[str, str], dict[str, Any]]:
@@ -298,16 +299,21 @@ async def test_a_fixed_grace_period_does_not_follow_the_setting(plain: PeriodHar
 async def test_malformed_and_early_approvals_are_refused_and_lose_nothing(
     held: PeriodHarness,
 ) -> None:
+    # Before the period ends there is nothing to approve (a period that ends years ahead:
+    # January's drafts at once, so asking it would race with its draft).
+    still_open = await held.start("sub_pro", (FAR_AHEAD, FAR_AHEAD + timedelta(days=31)))
+    assert (await held.view(still_open)).phase == PeriodPhase.OPEN
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await still_open.execute_update(
+            BillingPeriodWorkflow.approve_invoice_sync, ApproveInvoice()
+        )
+    assert isinstance(refused.value.cause, ApplicationError)
+    assert refused.value.cause.type == "NoDraftYet"
+    assert "no draft invoice to approve yet" in str(refused.value.cause)
+    assert (await held.view(still_open)).phase == PeriodPhase.OPEN
+    await still_open.terminate("checked")
+
     handle = await held.start("sub_pro", grace_period_seconds=HOUR)
-    # Before the period ends there is nothing to approve.
-    if (await held.view(handle)).phase == PeriodPhase.OPEN:
-        with pytest.raises(WorkflowUpdateFailedError) as refused:
-            await handle.execute_update(
-                BillingPeriodWorkflow.approve_invoice_sync, ApproveInvoice()
-            )
-        assert isinstance(refused.value.cause, ApplicationError)
-        assert refused.value.cause.type == "NoDraftYet"
-        assert "no draft invoice to approve yet" in str(refused.value.cause)
     view = await held.wait_for_draft(handle)
     await handle.signal("approve_invoice", {"note": ""})  # note must not be empty
     await handle.signal("approve_invoice", {"approved": "yes"})  # no such field
