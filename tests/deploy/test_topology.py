@@ -20,11 +20,10 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine
 from temporalio.api.enums.v1 import EventType, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -38,7 +37,8 @@ from services.invoices import list_invoices
 from services.webhooks import list_deliveries
 from starter.periods import start_period
 from starter.webhook_sink import WebhookSink
-from store.db import make_engine, upgrade
+from store.db import make_engine
+from tests.fixtures.database import migrated_schema
 from workflows.messages import BillingPeriodInput
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.e2e, pytest.mark.fault]
@@ -111,19 +111,8 @@ def catalog(webhook_url: str, subscriptions: int) -> dict[str, Any]:
 @pytest.fixture
 def topology_database_url(postgres_server_url: str) -> Iterator[str]:
     """A fresh schema on the PostgreSQL test server, migrated like `billing db upgrade`."""
-    schema = f"topology_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_server_url)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in postgres_server_url else "?"
-    url = f"{postgres_server_url}{separator}options={quote(f'-csearch_path={schema}')}"
-    try:
-        upgrade(url)
+    with migrated_schema(postgres_server_url, "topology") as url:
         yield url
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest_asyncio.fixture

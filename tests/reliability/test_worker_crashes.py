@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
@@ -33,8 +33,9 @@ from services.invoices import list_invoices
 from services.webhooks import list_deliveries
 from starter.periods import start_period
 from starter.webhook_sink import WebhookSink
-from store.db import make_engine, upgrade
+from store.db import make_engine
 from tests.deploy.test_topology import SECRET, WorkerProcesses, catalog, wait_for_pollers
+from tests.fixtures.database import migrated_schema
 from tests.reliability.support import counts
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.messages import AddUsage, BillingPeriodInput
@@ -56,21 +57,10 @@ MARCH = (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))
 
 @pytest.fixture
 def crash_database_url(postgres_server_url: str) -> Iterator[str]:
-    schema = f"crash_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(postgres_server_url)
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = (
-        f"postgresql+psycopg://postgres:{PASSWORD}@127.0.0.1:5432/test"
-        f"?options=-csearch_path%3D{schema}"
-    )
-    try:
-        upgrade(url)
+    # With a password in the URL (trust auth ignores it), so the logs can be searched for it.
+    server_url = f"postgresql+psycopg://postgres:{PASSWORD}@127.0.0.1:5432/test"
+    with migrated_schema(server_url, "crash") as url:
         yield url
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
 
 
 async def test_worker_sigkilled_repeatedly_loses_and_doubles_nothing(
