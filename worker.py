@@ -221,6 +221,7 @@ def build_worker(
     activities: list[Any] = [
         invoices.load_period_settings,
         invoices.record_usage,
+        invoices.record_usage_batches,
         invoices.create_draft,
         invoices.queue_drafted_webhook,
         invoices.draft_invoice,

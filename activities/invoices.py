@@ -21,7 +21,14 @@ from temporalio.exceptions import ApplicationError
 
 from billing.decimals import PlainDecimal
 from billing.errors import BillingError
-from billing.models import AdjustedFee, Invoice, InvoicePreview, UsageEvent, UsageReceipt
+from billing.models import (
+    AdjustedFee,
+    Invoice,
+    InvoicePreview,
+    UsageBatchesReceipt,
+    UsageEvent,
+    UsageReceipt,
+)
 from billing.timeline import SYSTEM_ACTOR
 from services import finalization, grace_periods, invoices, periods, rejections, usage
 from services.finalization import Approval
@@ -42,6 +49,7 @@ __all__ = [
     "PeriodSettingsRequest",
     "RecomputeGracePeriodRequest",
     "RecordRejectionRequest",
+    "RecordUsageBatchesRequest",
     "RecordUsageRequest",
     "RefreshRequest",
     "RemoveFeeAdjustmentRequest",
@@ -72,6 +80,16 @@ class RecordUsageRequest(_Request):
     events: list[UsageEvent]
     invoice_id: str | None = None  # the draft, for usage arriving in its grace period
     requested_by: str | None = None
+
+
+class RecordUsageBatchesRequest(_Request):
+    """Usage signals as they arrived: the JSON text of one ``AddUsage`` message each."""
+
+    subscription_external_id: str
+    period_start: datetime
+    period_end: datetime
+    batches: list[str]
+    invoice_id: str | None = None
 
 
 class CreateDraftRequest(_Request):
@@ -208,6 +226,20 @@ class InvoiceActivities:
             invoice_id=request.invoice_id,
             key=_change_key(),
             actor=request.requested_by or SYSTEM_ACTOR,
+        )
+
+    @activity.defn
+    @_permanent_domain_errors
+    def record_usage_batches(self, request: RecordUsageBatchesRequest) -> UsageBatchesReceipt:
+        """Validate and record usage signals together; a malformed one is refused whole."""
+        return usage.record_usage_batches(
+            self._engine,
+            request.subscription_external_id,
+            request.period_start,
+            request.period_end,
+            request.batches,
+            invoice_id=request.invoice_id,
+            key=_change_key(),
         )
 
     @activity.defn

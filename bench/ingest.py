@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -152,6 +153,10 @@ async def run_signals(
         for sub in subscriptions:
             if position < len(per_sub[sub]):
                 plan.append((sub, per_sub[sub][position]))
+    # The senders' events are other systems' objects: kept out of the worker's garbage
+    # collections, which would otherwise walk all of them (a worker in its own process
+    # never holds them).
+    gc.freeze()
 
     task_queue = "bench-ingest"
     async with httpx.AsyncClient() as http:

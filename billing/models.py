@@ -19,7 +19,15 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from billing.approval import ApprovalRules, ApprovalStatus, InvoiceApproval
 from billing.decimals import PlainDecimal
@@ -46,15 +54,22 @@ __all__ = [
     "Invoice",
     "InvoicePreview",
     "InvoiceStatus",
+    "MalformedBatch",
     "Plan",
     "PlanInterval",
     "RejectedEvent",
     "RoundingFunction",
     "Subscription",
+    "UsageBatch",
+    "UsageBatchesReceipt",
     "UsageEvent",
     "UsageReceipt",
     "Wallet",
+    "describe_invalid",
 ]
+
+MAX_USAGE_BATCH = 1000
+"""Events per usage message: keeps every payload far below Temporal's 2 MB limit."""
 
 SUBSCRIPTION_FEE_CODE = "subscription"
 """The ``code`` of the plan fee on an invoice (charge fees use their charge's code)."""
@@ -64,12 +79,6 @@ class _Value(BaseModel):
     """Base of every domain model: immutable, strict about unknown fields."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-def _require_aware(value: datetime) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError("timestamp must carry a timezone (UTC recommended)")
-    return value
 
 
 class AggregationType(StrEnum):
@@ -225,10 +234,8 @@ class Subscription(_Value):
     external_id: str = Field(min_length=1, max_length=200)
     customer_external_id: str
     plan_code: str
-    started_at: datetime
+    started_at: AwareDatetime
     terminated_at: datetime | None = None
-
-    _aware = field_validator("started_at")(_require_aware)
 
 
 class Coupon(_Value):
@@ -316,10 +323,10 @@ class UsageEvent(_Value):
     transaction_id: str = Field(min_length=1, max_length=200)
     external_subscription_id: str = Field(min_length=1, max_length=200)
     code: str = Field(min_length=1, max_length=100)
-    timestamp: datetime
+    # A timezone is required; pydantic checks it natively ("Input should have timezone
+    # info"), about half the cost of validating an event when done in Python.
+    timestamp: AwareDatetime
     properties: dict[str, Any] = Field(default_factory=dict)
-
-    _aware = field_validator("timestamp")(_require_aware)
 
     @field_validator("properties")
     @classmethod
@@ -340,12 +347,39 @@ class RejectedEvent(_Value):
     reason: str
 
 
+class UsageBatch(_Value):
+    """One usage message: at most ``MAX_USAGE_BATCH`` events, and who sent them."""
+
+    requested_by: str | None = Field(default=None, min_length=1, max_length=200)
+    events: list[UsageEvent] = Field(min_length=1, max_length=MAX_USAGE_BATCH)
+
+
 class UsageReceipt(_Value):
     """What recording one batch of usage did: new events, copies of known ones, refusals."""
 
     accepted: int = 0
     duplicates: int = 0
     rejected: list[RejectedEvent] = Field(default_factory=list)
+
+
+class MalformedBatch(_Value):
+    """A usage message refused whole: ``position`` among those recorded together."""
+
+    position: int
+    reason: str
+
+
+class UsageBatchesReceipt(UsageReceipt):
+    """What recording several usage messages together did; malformed ones are refused."""
+
+    malformed: list[MalformedBatch] = Field(default_factory=list)
+
+
+def describe_invalid(err: ValidationError) -> str:
+    """A validation error in one line a sender can act on (its first five problems)."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}" for e in err.errors()[:5]
+    )
 
 
 class ChargeUsage(_Value):

@@ -50,10 +50,11 @@ from workflows.messages import (  # noqa: E402
 )
 
 HISTORIES = ROOT / "tests" / "workflows" / "histories"
-# The shape of the lifecycle these histories show, as a file-name prefix: "local_" (patch
-# "local-store-steps"); "lean_" and "control_" are the lean shape's, and the histories of
-# the shape before patch "lean-period-shape" have none. Earlier shapes are never overwritten.
-SHAPE = "local_"
+# The shape of the lifecycle these histories show, as a file-name prefix: "checked_usage_"
+# (patch "usage-checked-in-store-step"); "local_" is patch "local-store-steps", "lean_" and
+# "control_" are the lean shape's, and the histories of the shape before patch
+# "lean-period-shape" have none. Earlier shapes are never overwritten.
+SHAPE = "checked_usage_"
 
 
 async def finalized_with_usage_edit_and_refresh(harness: PeriodHarness) -> WorkflowHandle[Any, Any]:
@@ -72,7 +73,7 @@ async def finalized_with_usage_edit_and_refresh(harness: PeriodHarness) -> Workf
         for i in range(25)
     ]
     await handle.execute_update(BillingPeriodWorkflow.add_usage_sync, AddUsage(events=events[:20]))
-    await handle.signal(BillingPeriodWorkflow.add_usage, AddUsage(events=events[20:]))
+    await handle.signal("add_usage", AddUsage(events=events[20:]))
     await handle.execute_update(
         BillingPeriodWorkflow.edit_fee_sync,
         EditFee(charge_code="storage_gb", mode="units", units=Decimal("12")),
@@ -127,7 +128,7 @@ async def held_edited_then_approved(harness: PeriodHarness) -> WorkflowHandle[An
         timestamp=JANUARY[0].replace(day=20),
         properties={},
     )
-    await handle.signal(BillingPeriodWorkflow.add_usage, AddUsage(events=[late]))
+    await handle.signal("add_usage", AddUsage(events=[late]))
     await harness.wait_for(handle, lambda v: v.events_accepted == 1)
     await handle.execute_update(BillingPeriodWorkflow.finalize_invoice_sync, FinalizeInvoice())
     await handle.execute_update(

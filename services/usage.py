@@ -13,16 +13,27 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 
+from pydantic import ValidationError
 from sqlalchemy import Engine
 
-from billing.models import BillingContext, ChargeUsage, RejectedEvent, UsageEvent, UsageReceipt
+from billing.models import (
+    BillingContext,
+    ChargeUsage,
+    MalformedBatch,
+    RejectedEvent,
+    UsageBatch,
+    UsageBatchesReceipt,
+    UsageEvent,
+    UsageReceipt,
+    describe_invalid,
+)
 from billing.timeline import SYSTEM_ACTOR, TimelineKind
 from billing.usage import AcceptedEvent, accept_event
 from services.timeline import new_key, record_entry
 from store.timeline import stored_key
 from store.unit_of_work import UnitOfWork
 
-__all__ = ["period_usage", "record_usage"]
+__all__ = ["period_usage", "record_usage", "record_usage_batches"]
 
 
 def record_usage(
@@ -98,6 +109,54 @@ def record_usage(
             uow.usage.keep_receipt(receipt_key, receipt)
         uow.commit()
         return receipt
+
+
+def record_usage_batches(
+    engine: Engine,
+    subscription_external_id: str,
+    period_start: datetime,
+    period_end: datetime,
+    batches: Sequence[str],
+    *,
+    invoice_id: str | None = None,
+    key: str | None = None,
+) -> UsageBatchesReceipt:
+    """Record usage messages as they arrived (the JSON text of a :class:`UsageBatch` each)
+    together, as one batch.
+
+    Each message is validated here, where the events are needed, not where it arrived:
+    a malformed one is refused whole (listed in ``malformed`` by its position) and the
+    others are recorded. The first sender who named themselves is the batch's actor.
+    """
+    events: list[UsageEvent] = []
+    malformed: list[MalformedBatch] = []
+    actor: str | None = None
+    for position, text in enumerate(batches):
+        try:
+            batch = UsageBatch.model_validate_json(text)
+        except ValidationError as err:
+            malformed.append(MalformedBatch(position=position, reason=describe_invalid(err)))
+            continue
+        events.extend(batch.events)
+        actor = actor or batch.requested_by
+    receipt = UsageReceipt()
+    if events:
+        receipt = record_usage(
+            engine,
+            subscription_external_id,
+            period_start,
+            period_end,
+            events,
+            invoice_id=invoice_id,
+            key=key,
+            actor=actor or SYSTEM_ACTOR,
+        )
+    return UsageBatchesReceipt(
+        accepted=receipt.accepted,
+        duplicates=receipt.duplicates,
+        rejected=receipt.rejected,
+        malformed=malformed,
+    )
 
 
 def _receipt_key(key: str, events: Sequence[UsageEvent]) -> str:

@@ -18,7 +18,8 @@ The period's own store steps (usage, draft, finalization) are local activities; 
 operator's edits and the webhook are regular ones (``workflows.store_steps`` says why).
 Beside this module, passed through the sandbox: ``phases`` (what each phase accepts),
 ``inbox`` (signals, updates, refusals), ``commands`` (how each input changes the period),
-``presentation`` (query, UI details, search attributes), ``handover`` (continue-as-new).
+``presentation`` (query, UI details, search attributes), ``handover`` (continue-as-new),
+``versions`` (the patches: which shape a run follows).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ with workflow.unsafe.imports_passed_through():
         PeriodSettingsRequest,
     )
     from billing.models import Invoice, InvoicePreview, InvoiceStatus, UsageReceipt
-    from workflows import handover, phases, presentation
+    from workflows import handover, phases, presentation, versions
     from workflows.commands import PeriodCommands
     from workflows.messages import (
         AddUsage,
@@ -69,13 +70,6 @@ __all__ = ["BillingPeriodWorkflow"]
 # The phases an approval ends at once (in ``finalizing`` it waits for the outcome).
 _APPROVABLE = (PeriodPhase.DRAFT, PeriodPhase.AWAITING_APPROVAL, PeriodPhase.FINALIZING)
 
-PATCH_STORE_REJECTIONS_PROMPTLY = "store-rejections-promptly"
-PATCH_INPUTS_BEFORE_DEADLINE = "apply-inputs-received-before-deadline"
-# One store step at period end (settings, draft, drafted webhook), search attributes
-# given at start and upserted only when they change (docs/UPGRADES.md).
-PATCH_LEAN_PERIOD_SHAPE = "lean-period-shape"
-# The lean shape with its own store steps (usage, draft, finalization) as local activities.
-PATCH_LOCAL_STORE_STEPS = "local-store-steps"
 DAY = timedelta(days=1)
 
 
@@ -92,12 +86,8 @@ class BillingPeriodWorkflow:
 
     @workflow.run
     async def run(self, input: BillingPeriodInput) -> Invoice:
-        state = self._state
-        # Consulted once, first thing: a run begun before a patch replays without its
-        # marker and keeps its shape to its end. A run with the newest began on code that
-        # has every earlier patch: it consults none of them (a marker and an upsert each).
-        state.local_store_steps = workflow.patched(PATCH_LOCAL_STORE_STEPS)
-        state.lean_shape = state.local_store_steps or workflow.patched(PATCH_LEAN_PERIOD_SHAPE)
+        # First thing: a run begun before a patch keeps its shape to its end.
+        state = versions.consult(self._state)
         if state.lean_shape:
             presentation.upsert_missing_period_attributes(state)
         elif state.settings is None:
@@ -160,7 +150,7 @@ class BillingPeriodWorkflow:
                 wake_at = min(wake_at or state.refresh_due_at, state.refresh_due_at)
             # Without this patch the loop woke only for commands (docs/UPGRADES.md).
             self._store_promptly = self._state.lean_shape or workflow.patched(
-                PATCH_STORE_REJECTIONS_PROMPTLY
+                versions.PATCH_STORE_REJECTIONS_PROMPTLY
             )
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
@@ -188,7 +178,7 @@ class BillingPeriodWorkflow:
         """
         if not self._inbox.holds_inputs_before(deadline):
             return False
-        return self._state.lean_shape or workflow.patched(PATCH_INPUTS_BEFORE_DEADLINE)
+        return self._state.lean_shape or workflow.patched(versions.PATCH_INPUTS_BEFORE_DEADLINE)
 
     def _grace_deadline(self) -> datetime:
         assert self._state.grace_period_ends_at is not None
@@ -351,16 +341,14 @@ class BillingPeriodWorkflow:
     def _receive(
         self, kind: str, model: type[BaseModel], args: Sequence[Any], *, answered: bool = False
     ) -> bool:
-        applies_inputs = phases.PHASES[self._state.phase].applies_inputs
-        judge_now = None if applies_inputs else self._commands.check_allowed
         return self._inbox.receive_signal(
-            kind, model, args, judge_now=judge_now, answered_by_finalization=answered
+            kind, model, args, judge_now=self._judge_now(), answered_by_finalization=answered
         )
 
-    @workflow.signal(name="add_usage")
-    def add_usage(self, *args: Any) -> None:
-        """Fire-and-forget usage batch (payload: :class:`AddUsage`)."""
-        self._receive(phases.ADD_USAGE, AddUsage, args)
+    def _judge_now(self) -> Callable[[str], None] | None:
+        """The phase check at arrival, once the main loop no longer applies inputs."""
+        applies_inputs = phases.PHASES[self._state.phase].applies_inputs
+        return None if applies_inputs else self._commands.check_allowed
 
     @workflow.signal(name="edit_fee")
     def edit_fee(self, *args: Any) -> None:
@@ -395,9 +383,16 @@ class BillingPeriodWorkflow:
         """The grace period setting changed (:class:`RecomputeGracePeriod`)."""
         self._receive(phases.RECOMPUTE_GRACE_PERIOD, RecomputeGracePeriod, args)
 
-    @workflow.signal(dynamic=True)
-    def unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
-        self._inbox.receive_unknown_signal(name, args)
+    @workflow.signal(dynamic=True, description="add_usage (AddUsage); others are refused")
+    def usage_or_unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        """``add_usage`` arrives here undecoded (its store step validates it); any other
+        name is refused as unknown."""
+        if name != phases.ADD_USAGE:
+            self._inbox.receive_unknown_signal(name, args)
+        elif versions.consult(self._state).usage_checked_in_store_step:
+            self._inbox.receive_usage_text(args, judge_now=self._judge_now())
+        elif (decoded := self._inbox.decoded_or_dropped(name, args)) is not None:
+            self._receive(phases.ADD_USAGE, AddUsage, decoded)  # as the named handler did
 
     # ------------------------------------------------------------------ updates
 

@@ -22,12 +22,13 @@ from activities.invoices import (
     FeeAdjustmentRequest,
     InvoiceActivities,
     RecomputeGracePeriodRequest,
+    RecordUsageBatchesRequest,
     RecordUsageRequest,
     RefreshRequest,
     RemoveFeeAdjustmentRequest,
 )
 from billing.errors import UnknownCharge
-from billing.models import Invoice, RejectedEvent, UsageEvent, UsageReceipt
+from billing.models import Invoice, RejectedEvent, UsageBatchesReceipt, UsageEvent, UsageReceipt
 from billing.plans import require_charge
 from workflows import presentation
 from workflows.inbox import Inbox, QueuedCommand, StoreCall
@@ -75,7 +76,9 @@ class PeriodCommands:
 
     async def apply_queued(self) -> None:
         """Work off the inbox: every queued command, in arrival order."""
-        await self._inbox.work_off(self.apply, self.record_usage_signals, self._store)
+        await self._inbox.work_off(
+            self.apply, self.record_usage_signals, self.record_usage_texts, self._store
+        )
 
     async def apply(self, command: QueuedCommand) -> Any:
         """Apply one command; refusals are ``ApplicationError`` s with a clear message."""
@@ -214,13 +217,7 @@ class PeriodCommands:
             summary=f"record {len(events)} usage events",
             local=state.local_store_steps,
         )
-        state.events_accepted += result.accepted
-        state.events_duplicated += result.duplicates
-        if result.accepted and state.phase in _EDITABLE and state.refresh_due_at is None:
-            # Debounce: a burst of late usage costs one refresh of the draft.
-            state.refresh_due_at = workflow.now() + timedelta(
-                seconds=state.input.refresh_debounce_seconds
-            )
+        self._count(result)
         return UsageReceipt(
             accepted=result.accepted,
             duplicates=result.duplicates,
@@ -229,6 +226,36 @@ class PeriodCommands:
                 for r in result.rejected
             ],
         )
+
+    async def record_usage_texts(self, texts: list[str]) -> UsageBatchesReceipt:
+        """Validate and record usage signals as received, if the phase still accepts usage."""
+        self.check_allowed(ADD_USAGE)
+        state = self._state
+        result: UsageBatchesReceipt = await self._store(
+            InvoiceActivities.record_usage_batches,
+            RecordUsageBatchesRequest(
+                subscription_external_id=state.input.subscription_external_id,
+                period_start=state.input.period_start,
+                period_end=state.input.period_end,
+                batches=texts,
+                invoice_id=state.invoice.id if state.invoice is not None else None,
+            ),
+            summary=f"record {len(texts)} usage signals",
+            local=True,
+        )
+        self._count(result)
+        return result
+
+    def _count(self, result: UsageReceipt) -> None:
+        """Count what a batch did; accepted usage on the draft schedules a refresh."""
+        state = self._state
+        state.events_accepted += result.accepted
+        state.events_duplicated += result.duplicates
+        if result.accepted and state.phase in _EDITABLE and state.refresh_due_at is None:
+            # Debounce: a burst of late usage costs one refresh of the draft.
+            state.refresh_due_at = workflow.now() + timedelta(
+                seconds=state.input.refresh_debounce_seconds
+            )
 
     async def refresh_when_due(self) -> None:
         """The debounced refresh after late usage, once its time has come."""

@@ -28,28 +28,36 @@ from temporalio.common import RawValue
 from temporalio.exceptions import ApplicationError
 
 from activities.invoices import InvoiceActivities, RecordRejectionRequest
-from billing.models import Invoice, UsageEvent, UsageReceipt
+from billing.models import Invoice, UsageBatchesReceipt, UsageEvent, UsageReceipt, describe_invalid
 from workflows.messages import AddUsage, RejectedInput
 from workflows.phases import ADD_USAGE, FINALIZE_INVOICE
 
 __all__ = [
     "KEPT_REJECTIONS",
     "MAX_EVENTS_PER_ACTIVITY",
+    "MAX_USAGE_TEXT_PER_STEP",
     "Inbox",
     "QueuedCommand",
     "RecordUsage",
+    "RecordUsageTexts",
     "StoreCall",
     "batch_size",
 ]
 
 KEPT_REJECTIONS = 100  # the query shows the latest ones; the database keeps all
 MAX_EVENTS_PER_ACTIVITY = 2000  # usage signals merged into one store call, far below 2 MB
+# Usage signals as received, merged into one local store step: a local activity's input
+# is not kept in the history, so the bound is the step's own size (~12,000 events).
+MAX_USAGE_TEXT_PER_STEP = 2_000_000
 
 StoreCall = Callable[..., Awaitable[Any]]
 """The workflow's way to run a store activity: ``store(activity, request, summary=...)``."""
 
 RecordUsage = Callable[[list[UsageEvent], str | None], Awaitable[UsageReceipt]]
 """Records merged usage events; the second argument is who sent them (``requested_by``)."""
+
+RecordUsageTexts = Callable[[list[str]], Awaitable[UsageBatchesReceipt]]
+"""Validates and records usage signals as received (the JSON text of each)."""
 
 
 @dataclass
@@ -61,7 +69,9 @@ class QueuedCommand:
     """
 
     kind: str
-    message: Any  # the validated model; a usage signal's decoded payload until applied
+    # The validated model; a usage signal's payload as received (JSON text, or decoded
+    # JSON in runs that validate it in the workflow) until it is applied.
+    message: Any
     from_update: bool
     answered_by_finalization: bool = False
     done: bool = False
@@ -126,6 +136,45 @@ class Inbox:
         except (ValidationError, ValueError, TypeError, UnicodeDecodeError) as err:
             self.reject(kind, f"malformed {kind} payload: {_short_error(err)}", excerpt(args))
             return False
+        return self._admit(kind, message, judge_now, answered_by_finalization)
+
+    def receive_usage_text(
+        self, args: Sequence[RawValue], *, judge_now: Callable[[str], None] | None
+    ) -> bool:
+        """Queue a usage signal as received, its JSON text; its store step validates it.
+
+        Only what cannot be a usage message is refused here: not exactly one payload, or
+        one that is not JSON text.
+        """
+        self.signals_this_run += 1
+        try:
+            if len(args) != 1:
+                raise ValueError(f"expected one argument, got {len(args)}")
+            text = _json_text(args[0])
+        except (ValueError, UnicodeDecodeError) as err:
+            self.reject(
+                ADD_USAGE, f"malformed {ADD_USAGE} payload: {_short_error(err)}", excerpt(args)
+            )
+            return False
+        return self._admit(ADD_USAGE, text, judge_now, answered_by_finalization=False)
+
+    def decoded_or_dropped(self, name: str, args: Sequence[RawValue]) -> list[Any] | None:
+        """A signal's payloads decoded; None when they cannot be (the signal is dropped,
+        as the SDK drops a signal it cannot decode for a handler of its own)."""
+        try:
+            return [workflow.payload_converter().from_payload(a.payload) for a in args]
+        except Exception:
+            workflow.logger.warning("dropped signal %s: its payload cannot be decoded", name)
+            return None
+
+    def _admit(
+        self,
+        kind: str,
+        message: Any,
+        judge_now: Callable[[str], None] | None,
+        answered_by_finalization: bool,
+    ) -> bool:
+        """Queue an arrived input, or refuse it now when the phase no longer applies it."""
         if judge_now is not None:
             try:
                 judge_now(kind)
@@ -236,17 +285,22 @@ class Inbox:
         self,
         apply: Callable[[QueuedCommand], Awaitable[Any]],
         record_usage: RecordUsage,
+        record_usage_texts: RecordUsageTexts,
         store: StoreCall,
     ) -> None:
         """Apply every queued command in arrival order, then store the refusals.
 
         ``apply`` answers one command (its refusal is an ``ApplicationError``); usage
-        signals go to ``record_usage`` in merged batches.
+        signals go to ``record_usage`` (decoded) or ``record_usage_texts`` (as received)
+        in merged batches.
         """
         while self.queue:
             command = self.queue.popleft()
             if command.kind == ADD_USAGE and not command.from_update:
-                await self._apply_usage_signals(command, record_usage)
+                if isinstance(command.message, str):
+                    await self._apply_usage_texts(command, record_usage_texts)
+                else:
+                    await self._apply_usage_signals(command, record_usage)
                 continue
             try:
                 command.result = await apply(command)
@@ -271,6 +325,38 @@ class Inbox:
             for command in batch:
                 self.reject(ADD_USAGE, err.message, f"{batch_size(command.message)} events")
         else:
+            for rejected in receipt.rejected:
+                self.reject(ADD_USAGE, f"event {rejected.transaction_id}: {rejected.reason}", None)
+        for command in batch:
+            command.done = True
+
+    async def _apply_usage_texts(
+        self, first: QueuedCommand, record_usage_texts: RecordUsageTexts
+    ) -> None:
+        """Usage signals as received, merged into one store step that validates them."""
+        batch = [first]
+        size = len(first.message)
+        while self.queue:
+            following = self.queue[0]
+            if (
+                following.kind != ADD_USAGE
+                or following.from_update
+                or not isinstance(following.message, str)
+                or size + len(following.message) > MAX_USAGE_TEXT_PER_STEP
+            ):
+                break
+            batch.append(self.queue.popleft())
+            size += len(following.message)
+        texts = [command.message for command in batch]
+        try:
+            receipt = await record_usage_texts(texts)
+        except ApplicationError as err:
+            for text in texts:
+                self.reject(ADD_USAGE, err.message, text)
+        else:
+            for malformed in receipt.malformed:
+                reason = f"malformed {ADD_USAGE} payload: {malformed.reason}"
+                self.reject(ADD_USAGE, reason, texts[malformed.position])
             for rejected in receipt.rejected:
                 self.reject(ADD_USAGE, f"event {rejected.transaction_id}: {rejected.reason}", None)
         for command in batch:
@@ -304,7 +390,7 @@ class Inbox:
         if isinstance(message, BaseModel):
             payload = message.model_dump_json()[:500]
         elif isinstance(message, str) or message is None:
-            payload = message or ""
+            payload = (message or "")[:500]  # a usage signal's whole text, say
         else:
             payload = excerpt([message])
         self.rejections.append(
@@ -354,11 +440,16 @@ def excerpt(args: Sequence[Any]) -> str:
 
 def _short_error(err: Exception) -> str:
     if isinstance(err, ValidationError):
-        return "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}"
-            for e in err.errors()[:5]
-        )
+        return describe_invalid(err)
     return str(err)[:300]
+
+
+def _json_text(arg: RawValue) -> str:
+    """A payload's JSON text, undecoded (a usage signal's store step validates it)."""
+    encoding = arg.payload.metadata.get("encoding")
+    if encoding != b"json/plain":
+        raise ValueError(f"expected a JSON object, got a payload encoded {encoding!r}")
+    return arg.payload.data.decode("utf-8")
 
 
 def _decoded(arg: Any) -> Any:

@@ -36,10 +36,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from billing.decimals import PlainDecimal
 from billing.models import (
+    MAX_USAGE_BATCH,
     AdjustedFee,
     AdjustmentMode,
     Invoice,
-    UsageEvent,
+    UsageBatch,
     UsageReceipt,
 )
 
@@ -58,9 +59,6 @@ __all__ = [
     "RemoveFeeAdjustment",
     "UsageReceipt",
 ]
-
-MAX_USAGE_BATCH = 1000
-"""Events per usage message: keeps every payload far below Temporal's 2 MB limit."""
 
 
 class _Message(BaseModel):
@@ -108,10 +106,12 @@ class BillingPeriodInput(_Message):
         return self
 
 
-class AddUsage(_Mutation):
-    """A batch of usage events for this period (at most ``MAX_USAGE_BATCH``)."""
+class AddUsage(UsageBatch):
+    """A batch of usage events for this period (at most ``MAX_USAGE_BATCH``).
 
-    events: list[UsageEvent] = Field(min_length=1, max_length=MAX_USAGE_BATCH)
+    The domain's :class:`billing.models.UsageBatch`: the store step that records a usage
+    signal validates its JSON against the same model.
+    """
 
 
 class EditFee(_Mutation):

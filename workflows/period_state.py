@@ -50,10 +50,11 @@ class PeriodState:
     events_duplicated: int = 0
     webhooks_delivered: int = 0
     webhooks_failed: int = 0
-    # This run follows the lean shape (patch "lean-period-shape"): set once per run.
-    lean_shape: bool = False
-    # Usage, draft and finalization run as local activities (patch "local-store-steps").
-    local_store_steps: bool = False
+    # This run's shape (workflows.versions.consult sets them once per run).
+    shape_known: bool = False
+    lean_shape: bool = False  # patch "lean-period-shape"
+    local_store_steps: bool = False  # usage, draft, finalization as local activities
+    usage_checked_in_store_step: bool = False  # usage signals reach the store as received
 
     def wants_to_finalize(self) -> bool:
         """Whether someone asked to end the wait now: finalize-now ends a grace period (not

@@ -414,7 +414,7 @@ async def test_event_in_december_9999_is_rejected(
             datetime(9999, 12, 31, 23, 59, tzinfo=UTC),
             sub="sub_inherit_true",
         )
-        await handle.signal(BillingPeriodWorkflow.add_usage, AddUsage(events=[event]))
+        await handle.signal("add_usage", AddUsage(events=[event]))
         view = await until(
             lambda: harness.view(handle),
             lambda v: v.inputs_rejected >= 1,

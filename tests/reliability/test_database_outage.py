@@ -144,9 +144,9 @@ async def test_database_outage_retries_without_loss_or_duplicates(
         proxy.cut()
         try:
             for name, handle in zip(SUBSCRIPTIONS, handles, strict=True):
-                await handle.signal(BillingPeriodWorkflow.add_usage, batch(name, 0))
-                await handle.signal(BillingPeriodWorkflow.add_usage, batch(name, 0))  # resent
-                await handle.signal(BillingPeriodWorkflow.add_usage, batch(name, 10))
+                await handle.signal("add_usage", batch(name, 0))
+                await handle.signal("add_usage", batch(name, 0))  # resent
+                await handle.signal("add_usage", batch(name, 10))
             await asyncio.sleep(OUTAGE_SECONDS)
             # Nothing got through during the outage: the store calls are failing and retrying.
             assert counts(direct)["usage_events"] == 0

@@ -37,7 +37,6 @@ from store.db import make_engine
 from tests.deploy.test_topology import SECRET, WorkerProcesses, catalog, wait_for_pollers
 from tests.fixtures.database import migrated_schema
 from tests.reliability.support import counts
-from workflows.billing_period import BillingPeriodWorkflow
 from workflows.messages import AddUsage, BillingPeriodInput
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.e2e, pytest.mark.fault]
@@ -159,7 +158,7 @@ async def test_worker_sigkilled_repeatedly_loses_and_doubles_nothing(
                     )
                     for n in range(EVENTS_PER_PERIOD // USAGE_KILLS)
                 ]
-                await handle.signal(BillingPeriodWorkflow.add_usage, AddUsage(events=events))
+                await handle.signal("add_usage", AddUsage(events=events))
             await kill_and_restart((0.2, 1.5))
         usage_took = loop.time() - started
         assert usage_took < GRACE_SECONDS[0], f"usage rounds took {usage_took:.1f} s"

@@ -237,9 +237,7 @@ async def test_usage_received_in_grace_is_billed_when_the_grace_ends_during_a_re
     draft = await harness.wait_for_draft(handle)
     assert draft.invoice is not None
     jan = datetime(2026, 1, 5, tzinfo=UTC)
-    await handle.signal(
-        BillingPeriodWorkflow.add_usage, AddUsage(events=[harness.event("in-1", "api_calls", jan)])
-    )
+    await handle.signal("add_usage", AddUsage(events=[harness.event("in-1", "api_calls", jan)]))
     await harness.wait_for(handle, lambda v: v.events_accepted == 1)  # refresh due in 60 s
 
     def scheduled(name: str) -> Callable[[list[HistoryEvent]], bool]:
@@ -251,7 +249,7 @@ async def test_usage_received_in_grace_is_billed_when_the_grace_ends_during_a_re
         await harness.env.sleep(61)  # the refresh starts and waits on the lock
         await wait_for_history(handle, scheduled("refresh_draft"))
         await handle.signal(
-            BillingPeriodWorkflow.add_usage,
+            "add_usage",
             AddUsage(events=[harness.event("in-2", "api_calls", jan)]),
         )
 
@@ -394,7 +392,7 @@ async def test_changes_after_finalization_are_refused(harness: PeriodHarness) ->
     assert "invoice ACME-000001 is finalized" in refused.value.cause.message
 
     await handle.signal(
-        BillingPeriodWorkflow.add_usage,
+        "add_usage",
         AddUsage(events=[harness.event("late", "api_calls", datetime(2026, 1, 3, tzinfo=UTC))]),
     )
     await harness.wait_for(handle, lambda v: v.inputs_rejected >= 1)
@@ -495,7 +493,7 @@ async def test_continue_as_new_keeps_every_event(harness: PeriodHarness) -> None
     sent = 0
     for batch in range(12):
         events = [harness.event(f"b{batch}-{i}", "api_calls", jan) for i in range(500)]
-        await handle.signal(BillingPeriodWorkflow.add_usage, AddUsage(events=events))
+        await handle.signal("add_usage", AddUsage(events=events))
         sent += len(events)
     await harness.wait_for(handle, lambda v: v.events_accepted == sent, timeout=120)
     first_run = harness.client.get_workflow_handle(
@@ -530,9 +528,7 @@ async def test_a_burst_of_large_usage_signals_never_fails_a_workflow_task(
         for b in range(BURST)
     ]
     # Sent all at once: many arrive in one workflow task, which must stay short.
-    await asyncio.gather(
-        *(handle.signal(BillingPeriodWorkflow.add_usage, batch) for batch in batches)
-    )
+    await asyncio.gather(*(handle.signal("add_usage", batch) for batch in batches))
     await harness.wait_for(handle, lambda v: v.events_accepted == BURST * 1000, timeout=240)
     assert await workflow_task_failures(started) == []
     await finish(handle)

@@ -279,7 +279,7 @@ async def test_a_fixed_grace_period_does_not_follow_the_setting(plain: PeriodHar
     load_catalog(plain.engine, catalog)
     await handle.signal(BillingPeriodWorkflow.recompute_grace_period, RecomputeGracePeriod())
     await handle.signal(
-        BillingPeriodWorkflow.add_usage,
+        "add_usage",
         AddUsage(
             events=[
                 UsageEvent(
