@@ -42,7 +42,8 @@ def record_usage(
     (with the batch's fingerprint), and the same step run again answers that receipt:
     a step re-executed after its first run committed (a local activity whose workflow
     task was lost, an activity retried after its worker died) must not report its own
-    events as duplicates.
+    events as duplicates. The receipt is kept until the period is finalized
+    or closed (:func:`services.finalization.finalize_invoice` deletes it).
     ``invoice_id``: the period's draft, when the batch arrives in its grace period (late
     usage); a batch that adds events is then written to its timeline (under the same key
     as its receipt).
@@ -95,7 +96,7 @@ def record_usage(
                     _receipt_text(receipt),
                 )
         if receipt_key is not None:
-            uow.usage.keep_receipt(receipt_key, receipt)
+            uow.usage.keep_receipt(receipt_key, receipt, subscription_external_id, period_start)
         uow.commit()
         return receipt
 
