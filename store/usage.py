@@ -21,7 +21,7 @@ from typing import Any
 
 from psycopg.errors import UniqueViolation
 from pydantic_core import to_json, to_jsonable_python
-from sqlalchemy import Select, and_, bindparam, delete, func, insert, or_, select
+from sqlalchemy import Select, and_, bindparam, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from billing.aggregations import latest_value
@@ -35,7 +35,7 @@ from billing.models import (
 )
 from billing.pricing import aggregate
 from billing.usage import AcceptedEvent
-from store._rows import dialect_insert, table_of, utcnow
+from store._rows import dialect_insert, insert_or_skip, table_of, utcnow
 from store.schema import UsageEventRow, UsageReceiptRow
 
 __all__ = ["UNOWNED_RECEIPT_AGE", "UsageRepository"]
@@ -343,19 +343,25 @@ class UsageRepository:
         receipt: UsageReceipt,
         subscription_external_id: str,
         period_start: datetime,
-    ) -> None:
-        """Store what a recording step did, under its idempotency key, with its period."""
-        self._session.execute(
-            insert(UsageReceiptRow).values(
-                key=key,
-                accepted=receipt.accepted,
-                duplicates=receipt.duplicates,
-                rejected=[item.model_dump() for item in receipt.rejected],
-                created_at=utcnow(),
-                subscription_external_id=subscription_external_id,
-                period_start=period_start,
-            )
+    ) -> bool:
+        """Store what a recording step did, under its idempotency key, with its period.
+
+        False when the key is already stored: the same step ran at the same time on
+        another worker and committed first (PostgreSQL waits for that commit).
+        """
+        stored = self._session.execute(
+            insert_or_skip(self._session, UsageReceiptRow, ("key",)).returning(_RECEIPTS.c.key),
+            {
+                "key": key,
+                "accepted": receipt.accepted,
+                "duplicates": receipt.duplicates,
+                "rejected": [item.model_dump() for item in receipt.rejected],
+                "created_at": utcnow(),
+                "subscription_external_id": subscription_external_id,
+                "period_start": period_start,
+            },
         )
+        return stored.first() is not None
 
     def forget_receipts(self, subscription_external_id: str, period_start: datetime) -> None:
         """Delete the period's receipts (it is finalized or closed: no step of it runs

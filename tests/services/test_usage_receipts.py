@@ -7,12 +7,13 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, func, insert, select
 
-from billing.models import InvoiceStatus
+from billing.models import InvoiceStatus, UsageReceipt
 from services.finalization import finalize_invoice
 from services.invoices import create_draft
 from services.usage import record_usage
 from store._rows import utcnow
 from store.schema import UsageReceiptRow
+from store.unit_of_work import UnitOfWork
 from store.usage import UNOWNED_RECEIPT_AGE
 from tests.services.support import event, february, january
 from tests.services.test_invoices import ISSUED_AT, KOALA_PAYG, NORTHWIND
@@ -107,3 +108,22 @@ def test_receipts_without_a_period_go_once_they_are_a_week_old(catalog_engine: E
     with engine.connect() as connection:
         keys = connection.execute(select(UsageReceiptRow.key)).scalars().all()
     assert keys == ["young"]
+
+
+def test_a_receipt_is_kept_once_under_its_key(catalog_engine: Engine) -> None:
+    # The second run of a step that raced its first one learns that its receipt is
+    # already stored (record_usage then answers the stored one).
+    start, _ = january("America/New_York")
+    receipt = UsageReceipt(accepted=1, duplicates=0, rejected=[])
+    stored = []
+    for accepted in (1, 0):
+        with UnitOfWork(catalog_engine) as uow:
+            stored.append(
+                uow.usage.keep_receipt(
+                    "step/1", receipt.model_copy(update={"accepted": accepted}), NORTHWIND, start
+                )
+            )
+            uow.commit()
+    assert stored == [True, False]
+    with UnitOfWork(catalog_engine) as uow:
+        assert uow.usage.receipt("step/1") == receipt
