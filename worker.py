@@ -46,6 +46,7 @@ from workflows.webhook_delivery import WebhookDeliveryWorkflow
 
 __all__ = [
     "WORKFLOWS",
+    "activity_slots",
     "build_worker",
     "expose_metrics",
     "main",
@@ -199,6 +200,27 @@ def tune_garbage_collection() -> None:
     gc.freeze()
 
 
+def activity_slots(executor: ThreadPoolExecutor, workflow_task_slots: int) -> tuple[int, int]:
+    """``(regular, local)``: how many regular and local activities a worker whose
+    activities run on ``executor`` takes at once.
+
+    A workflow task waits for its local activity (one at a time per period), so there are
+    as many local activities as workflow-task slots, each sure of a thread; the other
+    threads serve regular activities, at least one. Raises ``ValueError`` for an executor
+    too small for that (the SDK would queue activities behind busy threads, past their
+    timeouts, and only warn).
+    """
+    threads = executor._max_workers  # no public accessor; the SDK reads it too
+    if threads < workflow_task_slots + 1:
+        raise ValueError(
+            f"the activity executor has {threads} thread(s); a worker with "
+            f"{workflow_task_slots} workflow-task slots needs at least "
+            f"{workflow_task_slots + 1}: one per local activity "
+            f"({workflow_task_slots}) and at least one for regular activities"
+        )
+    return threads - workflow_task_slots, workflow_task_slots
+
+
 def build_worker(
     client: Client,
     engine: Engine,
@@ -212,8 +234,12 @@ def build_worker(
 ) -> Worker:
     """A worker with every workflow and activity of the product registered.
 
+    ``executor``: runs every activity, local or regular; its size (``ACTIVITY_THREADS``
+    in production) splits into ``workflow_task_slots`` threads for local activities and
+    the rest for regular ones (:func:`activity_slots`).
     ``workflow_sandbox``: run workflow code in the SDK's sandbox (``workflow_runner``).
     """
+    regular, local = activity_slots(executor, workflow_task_slots)
     if workflow_sandbox:
         share_workflow_code()
     invoices = InvoiceActivities(engine)
@@ -241,10 +267,8 @@ def build_worker(
         workflows=list(WORKFLOWS),
         activities=activities,
         activity_executor=executor,
-        # A workflow task waits for its local activity (one at a time per period), so as
-        # many local activities as workflow-task slots, each sure of a thread.
-        max_concurrent_activities=ACTIVITY_THREADS - workflow_task_slots,
-        max_concurrent_local_activities=workflow_task_slots,
+        max_concurrent_activities=regular,
+        max_concurrent_local_activities=local,
         graceful_shutdown_timeout=SHUTDOWN_GRACE,
         max_cached_workflows=max_cached_workflows,
         max_concurrent_workflow_tasks=workflow_task_slots,

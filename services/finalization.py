@@ -6,8 +6,9 @@ number, no webhook, nothing consumed), or holds it for approval (``billing.appro
 rule matches and nobody approved it; it stays a draft and an
 ``invoice.approval_required`` webhook is queued), or applies coupons, taxes and prepaid
 credits, takes the next number of the billing entity's gapless sequence and writes the
-``invoice.created`` outbox rows. A repeat returns the stored outcome and consumes
-nothing. :func:`preview_invoice` runs the same plan without writing anything.
+``invoice.created`` outbox rows. Finalizing or closing deletes the period's usage
+receipts (its workflow records no usage after that). A repeat returns the stored outcome
+and consumes nothing. :func:`preview_invoice` runs the same plan without writing anything.
 """
 
 from __future__ import annotations
@@ -166,6 +167,7 @@ def finalize_invoice(
                 "say skip",
                 at=issued_at,
             )
+            uow.usage.forget_receipts(invoice.subscription_external_id, invoice.period_start)
             uow.commit()
             return FinalizationOutcome(invoice=closed)
 
@@ -236,6 +238,7 @@ def finalize_invoice(
             at=issued_at,
         )
         delivery_ids = uow.webhooks.queue(finalized, INVOICE_CREATED, issued_at)
+        uow.usage.forget_receipts(invoice.subscription_external_id, invoice.period_start)
         uow.commit()
         return FinalizationOutcome(invoice=finalized, delivery_ids=delivery_ids)
 

@@ -53,7 +53,9 @@ def record_usage(
     (with the batch's fingerprint), and the same step run again answers that receipt:
     a step re-executed after its first run committed (a local activity whose workflow
     task was lost, an activity retried after its worker died) must not report its own
-    events as duplicates.
+    events as duplicates. A run that loses a race with the same step running at once
+    answers the winner's receipt too. The receipt is kept until the period is finalized
+    or closed (:func:`services.finalization.finalize_invoice` deletes it).
     ``invoice_id``: the period's draft, when the batch arrives in its grace period (late
     usage); a batch that adds events is then written to its timeline (under the same key
     as its receipt).
@@ -105,8 +107,16 @@ def record_usage(
                     actor,
                     _receipt_text(receipt),
                 )
-        if receipt_key is not None:
-            uow.usage.keep_receipt(receipt_key, receipt)
+        if receipt_key is not None and not uow.usage.keep_receipt(
+            receipt_key, receipt, subscription_external_id, period_start
+        ):
+            # The same step ran at the same time elsewhere (a re-executed local activity
+            # beside its first run) and committed first: this run found its events
+            # already stored. Undo it and answer the first run's receipt.
+            uow.rollback()
+            kept = uow.usage.receipt(receipt_key)
+            assert kept is not None, "a receipt that conflicted is committed"
+            return kept
         uow.commit()
         return receipt
 

@@ -259,7 +259,8 @@ class UsageEventRow(Base):
 
 class UsageReceiptRow(Base):
     """What one recording step did with its batch, so that the step run again (a retried
-    or re-executed activity) answers the same receipt instead of "all duplicates"."""
+    or re-executed activity) answers the same receipt instead of "all duplicates".
+    Kept until its period is finalized or closed."""
 
     __tablename__ = "usage_receipts"
 
@@ -268,6 +269,14 @@ class UsageReceiptRow(Base):
     duplicates: Mapped[int]
     rejected: Mapped[list[dict[str, Any]]] = mapped_column(Json)
     created_at: Mapped[datetime]
+    # The period the step belongs to: its finalization or closing deletes the receipt.
+    # Null on rows written before migration 0005 (deleted once they are a week old).
+    subscription_external_id: Mapped[str | None] = mapped_column(String(200))
+    period_start: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_usage_receipts_period", "subscription_external_id", "period_start"),
+    )
 
 
 class RejectedEventRow(Base):

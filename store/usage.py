@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from psycopg.errors import UniqueViolation
 from pydantic_core import to_json, to_jsonable_python
-from sqlalchemy import Select, bindparam, func, insert, select
+from sqlalchemy import Select, and_, bindparam, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from billing.aggregations import latest_value
@@ -35,10 +35,10 @@ from billing.models import (
 )
 from billing.pricing import aggregate
 from billing.usage import AcceptedEvent
-from store._rows import dialect_insert, table_of, utcnow
+from store._rows import dialect_insert, insert_or_skip, table_of, utcnow
 from store.schema import UsageEventRow, UsageReceiptRow
 
-__all__ = ["UsageRepository"]
+__all__ = ["UNOWNED_RECEIPT_AGE", "UsageRepository"]
 
 EVENT_VALUE_CHARGE_MODELS = frozenset({ChargeModel.PERCENTAGE})
 
@@ -153,6 +153,13 @@ def _insert_events(
 
 # Core columns (no ORM compile step); the period (subscription, bounds) is bound per call.
 _EVENTS = table_of(UsageEventRow)
+_RECEIPTS = table_of(UsageReceiptRow)
+# How long a receipt without a period (written before migration 0005) is kept. A step runs
+# again only while its first run is unanswered: a lost workflow task is retried within
+# seconds, a regular activity after its 60 s timeout plus at most 30 s of backoff. A week
+# covers any outage of the workers short of a disaster; past it, the only cost of a
+# missing receipt is that the step answers "all duplicates" (its events are stored once).
+UNOWNED_RECEIPT_AGE = timedelta(days=7)
 _IN_PERIOD = (
     _EVENTS.c.subscription_external_id == bindparam("subscription"),
     _EVENTS.c.timestamp >= bindparam("period_start", type_=_EVENTS.c.timestamp.type),
@@ -330,17 +337,57 @@ class UsageRepository:
             rejected=[RejectedEvent.model_validate(item) for item in row.rejected],
         )
 
-    def keep_receipt(self, key: str, receipt: UsageReceipt) -> None:
-        """Store what a recording step did, under its idempotency key."""
-        self._session.execute(
-            insert(UsageReceiptRow).values(
-                key=key,
-                accepted=receipt.accepted,
-                duplicates=receipt.duplicates,
-                rejected=[item.model_dump() for item in receipt.rejected],
-                created_at=utcnow(),
-            )
+    def keep_receipt(
+        self,
+        key: str,
+        receipt: UsageReceipt,
+        subscription_external_id: str,
+        period_start: datetime,
+    ) -> bool:
+        """Store what a recording step did, under its idempotency key, with its period.
+
+        False when the key is already stored: the same step ran at the same time on
+        another worker and committed first (PostgreSQL waits for that commit).
+        """
+        stored = self._session.execute(
+            insert_or_skip(self._session, UsageReceiptRow, ("key",)).returning(_RECEIPTS.c.key),
+            {
+                "key": key,
+                "accepted": receipt.accepted,
+                "duplicates": receipt.duplicates,
+                "rejected": [item.model_dump() for item in receipt.rejected],
+                "created_at": utcnow(),
+                "subscription_external_id": subscription_external_id,
+                "period_start": period_start,
+            },
         )
+        return stored.first() is not None
+
+    def forget_receipts(self, subscription_external_id: str, period_start: datetime) -> None:
+        """Delete the period's receipts (it is finalized or closed: no step of it runs
+        again), and the receipts without a period older than ``UNOWNED_RECEIPT_AGE``.
+
+        One statement; ``SKIP LOCKED``: finalizations running at once do not wait on
+        each other for the rows without a period (one of them deletes each).
+        """
+        cutoff = utcnow() - UNOWNED_RECEIPT_AGE
+        doomed = (
+            select(_RECEIPTS.c.key)
+            .where(
+                or_(
+                    and_(
+                        _RECEIPTS.c.subscription_external_id == subscription_external_id,
+                        _RECEIPTS.c.period_start == period_start,
+                    ),
+                    and_(
+                        _RECEIPTS.c.subscription_external_id.is_(None),
+                        _RECEIPTS.c.created_at < cutoff,
+                    ),
+                )
+            )
+            .with_for_update(skip_locked=True)
+        )
+        self._session.execute(delete(_RECEIPTS).where(_RECEIPTS.c.key.in_(doomed)))
 
     def add(self, subscription_external_id: str, accepted: Sequence[AcceptedEvent]) -> int:
         """Insert accepted events; returns how many were new (copies are skipped)."""

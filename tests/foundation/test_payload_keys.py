@@ -33,7 +33,7 @@ from config.codec import (
 from config.settings import Settings
 from config.temporal import connect
 from tests.reliability.support import free_port
-from worker import build_worker
+from worker import ACTIVITY_THREADS, build_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET_A = base64.b64encode(b"A" * 32).decode()
@@ -156,7 +156,7 @@ async def test_the_worker_keeps_the_clients_codec(temporal_env: WorkflowEnvironm
     import httpx
     import sqlalchemy
 
-    with ThreadPoolExecutor(max_workers=1) as executor:
+    with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
         async with httpx.AsyncClient() as http:
             worker = build_worker(
                 client,

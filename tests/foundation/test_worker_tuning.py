@@ -6,6 +6,7 @@ import gc
 import importlib
 import sys
 import uuid
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 from typing import Any
@@ -22,7 +23,13 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 import workflows.billing_period
 from config.settings import Settings
-from worker import ACTIVITY_THREADS, build_worker, share_workflow_code, tune_garbage_collection
+from worker import (
+    ACTIVITY_THREADS,
+    activity_slots,
+    build_worker,
+    share_workflow_code,
+    tune_garbage_collection,
+)
 
 
 def import_afresh(name: str) -> ModuleType:
@@ -64,8 +71,8 @@ def test_start_up_objects_are_frozen_out_of_garbage_collection() -> None:
         gc.unfreeze()
 
 
-def _worker(client: Client, **options: Any) -> Worker:
-    with ThreadPoolExecutor(max_workers=ACTIVITY_THREADS) as executor:
+def _worker(client: Client, threads: int = ACTIVITY_THREADS, **options: Any) -> Worker:
+    with ThreadPoolExecutor(max_workers=threads) as executor:
         return build_worker(
             client,
             create_engine("sqlite://"),
@@ -119,3 +126,32 @@ async def test_the_worker_takes_few_workflow_tasks_at_once(
         monkeypatch.setenv("BILLING_WORKFLOW_TASK_SLOTS", refused)
         with pytest.raises(ValidationError, match="BILLING_WORKFLOW_TASK_SLOTS"):
             Settings()
+
+
+async def test_the_activity_slots_follow_the_executors_size(
+    temporal_env: WorkflowEnvironment,
+) -> None:
+    # Local activities keep one thread per workflow-task slot; the rest serve regular
+    # activities, so the SDK never queues an activity behind busy threads (nor warns).
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the SDK's "max_workers is only ..." warning
+        for threads, slots in ((5, 4), (8, 4), (ACTIVITY_THREADS, 6)):
+            config = _worker(temporal_env.client, threads, workflow_task_slots=slots).config()
+            assert config["max_concurrent_local_activities"] == slots
+            assert config["max_concurrent_activities"] == threads - slots
+
+
+def test_an_executor_without_a_thread_for_regular_activities_is_refused() -> None:
+    for threads in (1, 4):
+        with (
+            ThreadPoolExecutor(max_workers=threads) as executor,
+            pytest.raises(ValueError, match=f"has {threads} thread.* at least 5"),
+        ):
+            activity_slots(executor, 4)
+    with ThreadPoolExecutor(max_workers=5) as executor:
+        assert activity_slots(executor, 4) == (1, 4)
+
+
+async def test_build_worker_refuses_a_small_executor(temporal_env: WorkflowEnvironment) -> None:
+    with pytest.raises(ValueError, match="at least 5: one per local activity"):
+        _worker(temporal_env.client, 4)

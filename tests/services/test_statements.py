@@ -39,8 +39,9 @@ BOUNDS = {
     "refresh_draft": 7,
     "adjust_fee": 11,
     "remove_fee_adjustment": 11,
-    "finalize_invoice": 19,
-    "finalize_invoice (closed)": 6,
+    # Finalizing or closing deletes the period's usage receipts: one DELETE each.
+    "finalize_invoice": 20,
+    "finalize_invoice (closed)": 7,
     "finalize_invoice (repeat)": 2,
     "queue_drafted_webhook": 5,
 }

@@ -81,3 +81,42 @@ def test_sqlite_engine_settings(tmp_path: object) -> None:
             assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
     finally:
         engine.dispose()
+
+
+def test_0005_gives_receipts_a_period_and_keeps_the_old_ones(database_url: str) -> None:
+    # A receipt written under 0004 survives 0005 without a period, and 0005 goes down
+    # again keeping it.
+    engine = make_engine(database_url)
+    config = alembic_config(database_url)
+    insert_receipt = text(
+        "INSERT INTO usage_receipts (key, accepted, duplicates, rejected, created_at) "
+        "VALUES ('step/1', 2, 0, '[]', '2026-12-01 00:00:00+00:00')"
+    )
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0004")
+        columns = {c["name"] for c in inspect(engine).get_columns("usage_receipts")}
+        assert "period_start" not in columns
+        with engine.begin() as connection:
+            connection.execute(insert_receipt)
+        upgrade(database_url)
+        inspector = inspect(engine)
+        columns = {c["name"] for c in inspector.get_columns("usage_receipts")}
+        assert {"subscription_external_id", "period_start"} <= columns
+        indexes = {i["name"] for i in inspector.get_indexes("usage_receipts")}
+        assert "ix_usage_receipts_period" in indexes
+        with engine.connect() as connection:
+            row = connection.execute(
+                text("SELECT key, subscription_external_id, period_start FROM usage_receipts")
+            ).one()
+        assert tuple(row) == ("step/1", None, None)
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0004")
+        with engine.connect() as connection:
+            keys = connection.execute(text("SELECT key FROM usage_receipts")).scalars().all()
+        assert keys == ["step/1"]
+        upgrade(database_url)
+    finally:
+        engine.dispose()

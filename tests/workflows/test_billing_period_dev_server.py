@@ -27,7 +27,7 @@ async def test_full_period_is_visible_to_list_queries(
     task_queue = f"dev-{uuid.uuid4()}"
     suffix = f"-{uuid.uuid4().hex[:8]}"
     catalog = partial(period_catalog, suffix=suffix)
-    async with running_stack(client, engine, catalog, task_queue=task_queue, threads=4) as sink:
+    async with running_stack(client, engine, catalog, task_queue=task_queue) as sink:
         handle = await start_period(
             client,
             BillingPeriodInput(

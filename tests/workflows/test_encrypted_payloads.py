@@ -158,7 +158,7 @@ async def period(
     subscription = f"sub_pro{suffix}"
     try:
         async with running_stack(
-            client, engine, partial(catalog, suffix=suffix), task_queue=task_queue, threads=4
+            client, engine, partial(catalog, suffix=suffix), task_queue=task_queue
         ) as sink:
             handle = await start_period(
                 client,
