@@ -50,11 +50,11 @@ from workflows.messages import (  # noqa: E402
 )
 
 HISTORIES = ROOT / "tests" / "workflows" / "histories"
-# The shape of the lifecycle these histories show, as a file-name prefix: "checked_usage_"
-# (patch "usage-checked-in-store-step"); "local_" is patch "local-store-steps", "lean_" and
+# The shape of the lifecycle these histories show, as a file-name prefix: "local_edits_"
+# (patch "local-edits-usage-as-received"); "local_" is patch "local-store-steps", "lean_" and
 # "control_" are the lean shape's, and the histories of the shape before patch
 # "lean-period-shape" have none. Earlier shapes are never overwritten.
-SHAPE = "checked_usage_"
+SHAPE = "local_edits_"
 
 
 async def finalized_with_usage_edit_and_refresh(harness: PeriodHarness) -> WorkflowHandle[Any, Any]:

@@ -389,7 +389,7 @@ class BillingPeriodWorkflow:
         name is refused as unknown."""
         if name != phases.ADD_USAGE:
             self._inbox.receive_unknown_signal(name, args)
-        elif versions.consult(self._state).usage_checked_in_store_step:
+        elif versions.consult(self._state).usage_as_received:
             self._inbox.receive_usage_text(args, judge_now=self._judge_now())
         elif (decoded := self._inbox.decoded_or_dropped(name, args)) is not None:
             self._receive(phases.ADD_USAGE, AddUsage, decoded)  # as the named handler did

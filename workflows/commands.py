@@ -139,11 +139,10 @@ class PeriodCommands:
     async def refresh_invoice(self, message: RefreshInvoice) -> Invoice:
         invoice = self._draft()
         self.take(
-            await self._store(
+            await self._edit(
                 InvoiceActivities.refresh_draft,
                 RefreshRequest(invoice_id=invoice.id, requested_by=message.requested_by),
                 summary="refresh draft invoice",
-                priority=EDIT_PRIORITY,
             )
         )
         self._state.refresh_due_at = None
@@ -168,13 +167,12 @@ class PeriodCommands:
         state = self._state
         if state.phase != PeriodPhase.DRAFT or state.input.grace_period_seconds is not None:
             return state.invoice
-        invoice: Invoice = await self._store(
+        invoice: Invoice = await self._edit(
             InvoiceActivities.recompute_grace_period,
             RecomputeGracePeriodRequest(
                 invoice_id=self._draft().id, requested_by=message.requested_by
             ),
             summary="follow the grace period setting",
-            priority=EDIT_PRIORITY,
         )
         state.invoice = invoice
         if invoice.expected_finalization_at is not None:
@@ -275,8 +273,16 @@ class PeriodCommands:
     # ------------------------------------------------------------------ helpers
 
     async def _change_draft(self, activity: Any, request: BaseModel, *, summary: str) -> Invoice:
-        self.take(await self._store(activity, request, summary=summary, priority=EDIT_PRIORITY))
+        self.take(await self._edit(activity, request, summary=summary))
         return self._shown()
+
+    async def _edit(self, activity: Any, request: BaseModel, *, summary: str) -> Any:
+        """An operator's change: a local activity in the workflow task that received it (the
+        period's task-queue priority puts that task first), or in runs before patch
+        ``local-edits-usage-as-received`` a regular activity with the edit priority."""
+        if self._state.local_edits:
+            return await self._store(activity, request, summary=summary, local=True)
+        return await self._store(activity, request, summary=summary, priority=EDIT_PRIORITY)
 
     def take(self, change: DraftChange) -> None:
         """The changed draft and its preview (none from a history recorded before previews)."""

@@ -54,7 +54,8 @@ class PeriodState:
     shape_known: bool = False
     lean_shape: bool = False  # patch "lean-period-shape"
     local_store_steps: bool = False  # usage, draft, finalization as local activities
-    usage_checked_in_store_step: bool = False  # usage signals reach the store as received
+    local_edits: bool = False  # an operator's edits as local activities
+    usage_as_received: bool = False  # usage signals reach their store step as received
 
     def wants_to_finalize(self) -> bool:
         """Whether someone asked to end the wait now: finalize-now ends a grace period (not

@@ -16,9 +16,9 @@ from workflows.period_state import PeriodState
 __all__ = [
     "PATCH_INPUTS_BEFORE_DEADLINE",
     "PATCH_LEAN_PERIOD_SHAPE",
+    "PATCH_LOCAL_EDITS_USAGE_AS_RECEIVED",
     "PATCH_LOCAL_STORE_STEPS",
     "PATCH_STORE_REJECTIONS_PROMPTLY",
-    "PATCH_USAGE_CHECKED_IN_STORE_STEP",
     "consult",
 ]
 
@@ -30,8 +30,9 @@ PATCH_INPUTS_BEFORE_DEADLINE = "apply-inputs-received-before-deadline"
 PATCH_LEAN_PERIOD_SHAPE = "lean-period-shape"
 # The lean shape with its own store steps (usage, draft, finalization) as local activities.
 PATCH_LOCAL_STORE_STEPS = "local-store-steps"
-# Usage signals cross the workflow as received (JSON text); the store step validates them.
-PATCH_USAGE_CHECKED_IN_STORE_STEP = "usage-checked-in-store-step"
+# An operator's edits as local activities too (one workflow task per edit), and usage
+# signals crossing the workflow as received (JSON text), validated by their store step.
+PATCH_LOCAL_EDITS_USAGE_AS_RECEIVED = "local-edits-usage-as-received"
 
 
 def consult(state: PeriodState) -> PeriodState:
@@ -39,9 +40,8 @@ def consult(state: PeriodState) -> PeriodState:
     or a usage signal delivered with it, whichever comes first); returns ``state``."""
     if not state.shape_known:
         state.shape_known = True
-        state.usage_checked_in_store_step = workflow.patched(PATCH_USAGE_CHECKED_IN_STORE_STEP)
-        state.local_store_steps = state.usage_checked_in_store_step or workflow.patched(
-            PATCH_LOCAL_STORE_STEPS
-        )
+        state.local_edits = workflow.patched(PATCH_LOCAL_EDITS_USAGE_AS_RECEIVED)
+        state.usage_as_received = state.local_edits
+        state.local_store_steps = state.local_edits or workflow.patched(PATCH_LOCAL_STORE_STEPS)
         state.lean_shape = state.local_store_steps or workflow.patched(PATCH_LEAN_PERIOD_SHAPE)
     return state

@@ -12,6 +12,7 @@ from billing.models import RejectedEvent, UsageReceipt
 ACTIVITY_NAMES = {
     "load_period_settings",
     "record_usage",
+    "record_usage_batches",
     "create_draft",
     "queue_drafted_webhook",
     "draft_invoice",

@@ -171,11 +171,12 @@ async def test_removing_an_adjustment_restores_the_computed_fee(harness: PeriodH
     await finish(handle)
 
 
-async def test_operator_edits_go_ahead_of_the_close_on_the_task_queue(
+async def test_operator_edits_never_wait_behind_the_close_on_the_task_queue(
     harness: PeriodHarness,
 ) -> None:
-    """An edit's activity has the highest task-queue priority: a month-end close's backlog
-    of activities does not keep an operator waiting."""
+    """An edit runs in the workflow task that received it (a local activity): a month-end
+    close's backlog of activities on the task queue cannot keep an operator waiting, and
+    the task itself has the period's priority (starter.periods.give_operator_priority)."""
     handle = await harness.start("sub_pro")
     await harness.wait_for_draft(handle)
     await handle.execute_update(
@@ -190,18 +191,22 @@ async def test_operator_edits_go_ahead_of_the_close_on_the_task_queue(
     await finish(handle)
 
     priorities: dict[str, set[int]] = {}
+    local_steps: list[str] = []
     async for event in handle.fetch_history_events():
         if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             scheduled = event.activity_task_scheduled_event_attributes
             name = scheduled.activity_type.name
             priorities.setdefault(name, set()).add(scheduled.priority.priority_key)
-    assert priorities["adjust_fee"] == {1}
-    assert priorities["remove_adjustment"] == {1}
-    assert priorities["refresh_draft"] == {1}
-    # The period's own steps are local activities: they never queue on the task queue.
-    for close_step in ("record_usage", "draft_invoice", "finalize_invoice"):
-        assert close_step not in priorities, close_step
-    assert priorities["deliver_webhook"] == {0}  # unset: the default, 3
+        elif event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED:
+            data = event.marker_recorded_event_attributes.details.get("data")
+            if data is not None and data.payloads:
+                local_steps.append(json.loads(data.payloads[0].data).get("activity_type", ""))
+    # The edits and the period's own steps are local activities: never on the task queue.
+    for step in ("adjust_fee", "remove_adjustment", "refresh_draft", "draft_invoice"):
+        assert step not in priorities, step
+    for step in ("adjust_fee", "remove_adjustment", "refresh_draft", "finalize_invoice"):
+        assert step in local_steps, (step, local_steps)
+    assert priorities == {"deliver_webhook": {0}}  # unset: the default, 3
 
 
 @contextlib.contextmanager

@@ -60,14 +60,14 @@ def test_histories_cover_every_workflow_and_outcome() -> None:
     outcomes = {"billing_period_finalized", "billing_period_closed_empty"}
     outcomes.add("billing_period_malformed_signals")
     # Every shape: before patch "lean-period-shape", with it (prefix "lean_"), with
-    # "local-store-steps" (prefix "local_") and with "usage-checked-in-store-step"
-    # (prefix "checked_usage_").
-    for shape in ("", "lean_", "local_", "checked_usage_"):
+    # "local-store-steps" (prefix "local_") and with "local-edits-usage-as-received"
+    # (prefix "local_edits_").
+    for shape in ("", "lean_", "local_", "local_edits_"):
         assert {f"{shape}{name}" for name in outcomes} <= names, shape
     # Operator control of the grace period: a hold approved, a grace period followed; in
     # the lean shape, with local store steps and with usage checked in its store step.
     control = {"billing_period_held_then_approved", "billing_period_grace_followed"}
-    for shape in ("control_", "local_control_", "checked_usage_control_"):
+    for shape in ("control_", "local_control_", "local_edits_control_"):
         assert {f"{shape}{name}" for name in control} <= names, shape
     for path in HISTORY_FILES:
         last = json.loads(path.read_text())["events"][-1]
