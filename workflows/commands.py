@@ -47,8 +47,9 @@ from workflows.phases import ADD_USAGE, check_allowed
 
 __all__ = ["EDIT_PRIORITY", "EDIT_PRIORITY_KEY", "PeriodCommands"]
 
-# An operator waits on an edit: its activity goes ahead of a month-end close's backlog
-# (Temporal's task-queue priority; 3 is the default of every other activity).
+# An operator waits on an edit: in runs before patch local-edits-usage-as-received its
+# activity goes ahead of a month-end close's backlog (Temporal's task-queue priority; 3 is
+# the default of every other activity); since, the edit is a local activity.
 # A period an operator works on gets the same key for all its tasks
 # (starter.periods.give_operator_priority).
 EDIT_PRIORITY_KEY = 1

@@ -11,10 +11,12 @@ slot while its local activity runs, so a worker takes few workflow tasks at once
 (``BILLING_WORKFLOW_TASK_SLOTS``, 4) and keeps as many activity threads for their local
 activities (``worker.build_worker``); a step that keeps failing waits in a durable timer.
 
-Regular activities stay where a task queue does something for us: an operator's edit
-and refresh (task priority puts them ahead of a close), the debounced refresh after late
-usage, following settings, the rejections' record, and the webhook delivery (it may wait
-minutes on a customer's endpoint).
+An operator's edits (fee edit, removal, refresh, following a grace period setting) are
+local activities too: the workflow task that received the update answers it, and that
+task has the period's priority (in runs before patch ``local-edits-usage-as-received``
+they are regular activities with the edit priority). Regular activities stay where a task
+queue does something for us: the debounced refresh after late usage, the rejections'
+record, and the webhook delivery (it may wait minutes on a customer's endpoint).
 """
 
 from __future__ import annotations
