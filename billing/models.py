@@ -370,9 +370,15 @@ class MalformedBatch(_Value):
 
 
 class UsageBatchesReceipt(UsageReceipt):
-    """What recording several usage messages together did; malformed ones are refused."""
+    """What recording several usage messages together did; malformed ones are refused.
+
+    ``rejected`` lists the first refused events only (the receipt is a step's result in
+    the workflow's history, which bounds its size); ``rejected_not_listed`` counts the
+    rest. Every refused event is kept with its reason in the store either way.
+    """
 
     malformed: list[MalformedBatch] = Field(default_factory=list)
+    rejected_not_listed: int = 0
 
 
 def describe_invalid(err: ValidationError) -> str:

@@ -32,6 +32,7 @@ from billing.models import InvoiceStatus, UsageEvent  # noqa: E402
 from config.binaries import temporal_test_server  # noqa: E402
 from config.temporal import register_search_attributes  # noqa: E402
 from services.catalog import load_catalog  # noqa: E402
+from starter.periods import _start_options  # noqa: E402
 from store.db import make_engine, upgrade  # noqa: E402
 from tests.fixtures.periods import (  # noqa: E402
     JANUARY,
@@ -43,6 +44,7 @@ from workflows.billing_period import BillingPeriodWorkflow  # noqa: E402
 from workflows.messages import (  # noqa: E402
     AddUsage,
     ApproveInvoice,
+    BillingPeriodInput,
     EditFee,
     FinalizeInvoice,
     RecomputeGracePeriod,
@@ -108,6 +110,63 @@ async def malformed_signals_then_finalize_now(harness: PeriodHarness) -> Workflo
     return handle
 
 
+async def usage_at_start_then_undecodable_payloads(
+    harness: PeriodHarness,
+) -> WorkflowHandle[Any, Any]:
+    """Usage delivered with the start (signal-with-start: the first workflow task handles
+    the signal before the run begins), then usage payloads of every malformed kind: not
+    JSON, not UTF-8, an unknown encoding, no payload, two payloads, JSON that is no usage
+    message; then late usage and finalize-now."""
+    sub = harness.sub("sub_pro")
+    period = BillingPeriodInput(
+        subscription_external_id=sub,
+        customer_external_id="cust_inherit",
+        period_start=JANUARY[0],
+        period_end=JANUARY[1],
+        webhook_retry_window_seconds=600,
+        refresh_debounce_seconds=0,
+    )
+
+    def usage(transaction_id: str) -> AddUsage:
+        at = JANUARY[0].replace(day=5)
+        event = UsageEvent(
+            transaction_id=transaction_id,
+            external_subscription_id=sub,
+            code="api_calls",
+            timestamp=at,
+            properties={},
+        )
+        return AddUsage(events=[event])
+
+    handle = await harness.client.start_workflow(
+        BillingPeriodWorkflow.run,
+        period,
+        start_signal="add_usage",
+        start_signal_args=[usage("at-start")],
+        **_start_options(period, harness.task_queue, "UTC"),
+    )
+    harness.started.append(handle.id)
+    for encoding, data in [
+        (b"json/plain", b'{"events": ['),
+        (b"json/plain", b"\xff\xfe"),
+        (b"weird/encoding", b"{}"),
+        (b"binary/null", b""),
+    ]:
+        await handle.signal(
+            "add_usage", RawValue(Payload(metadata={"encoding": encoding}, data=data))
+        )
+    await handle.signal("add_usage", args=[usage("two-1"), usage("two-2")])
+    await handle.signal("add_usage", args=[])
+    await handle.signal("add_usage", "[1, 2]")
+    await harness.wait_for_draft(handle)
+    await handle.signal("add_usage", usage("late"))
+    await harness.wait_for(handle, lambda v: v.events_accepted == 2)
+    await handle.execute_update(BillingPeriodWorkflow.finalize_invoice_sync, FinalizeInvoice())
+    final = await handle.result()
+    assert final.status == InvoiceStatus.FINALIZED, final
+    return handle
+
+
 async def held_edited_then_approved(harness: PeriodHarness) -> WorkflowHandle[Any, Any]:
     """Held by an approval rule (invoice.approval_required), a fee edit and late usage
     while held, a finalize-now that leaves it held, then an approval."""
@@ -162,6 +221,7 @@ SCENARIOS = {
     f"{SHAPE}billing_period_finalized": finalized_with_usage_edit_and_refresh,
     f"{SHAPE}billing_period_closed_empty": empty_period_closed_under_skip,
     f"{SHAPE}billing_period_malformed_signals": malformed_signals_then_finalize_now,
+    f"{SHAPE}billing_period_usage_at_start": usage_at_start_then_undecodable_payloads,
 }
 # Periods under approval rules (their own catalog, subscription ids end in "-control").
 CONTROL_SCENARIOS = {

@@ -33,7 +33,11 @@ from services.timeline import new_key, record_entry
 from store.timeline import stored_key
 from store.unit_of_work import UnitOfWork
 
-__all__ = ["period_usage", "record_usage", "record_usage_batches"]
+__all__ = ["LISTED_REJECTIONS_BYTES", "period_usage", "record_usage", "record_usage_batches"]
+
+# The refused events a batches receipt lists: far below the 2 MB a step's result may
+# take in the workflow's history, whatever the reasons' length.
+LISTED_REJECTIONS_BYTES = 256_000
 
 
 def record_usage(
@@ -161,10 +165,18 @@ def record_usage_batches(
             key=key,
             actor=actor or SYSTEM_ACTOR,
         )
+    listed: list[RejectedEvent] = []
+    size = 0
+    for rejected in receipt.rejected:
+        size += len(rejected.transaction_id) + len(rejected.code) + len(rejected.reason) + 64
+        if size > LISTED_REJECTIONS_BYTES:
+            break
+        listed.append(rejected)
     return UsageBatchesReceipt(
         accepted=receipt.accepted,
         duplicates=receipt.duplicates,
-        rejected=receipt.rejected,
+        rejected=listed,
+        rejected_not_listed=len(receipt.rejected) - len(listed),
         malformed=malformed,
     )
 

@@ -14,8 +14,9 @@
 5. **finalized / closed**: the ``invoice.created`` webhook is delivered (never for a
    closed invoice); every later change is refused; the workflow returns the invoice.
 
-The period's own store steps (usage, draft, finalization) are local activities; an
-operator's edits and the webhook are regular ones (``workflows.store_steps`` says why).
+The period's own store steps (usage, draft, finalization) and an operator's edits are
+local activities; the refresh after late usage, the rejections' record and the webhook
+are regular ones (``workflows.store_steps`` says why).
 Beside this module, passed through the sandbox: ``phases`` (what each phase accepts),
 ``inbox`` (signals, updates, refusals), ``commands`` (how each input changes the period),
 ``presentation`` (query, UI details, search attributes), ``handover`` (continue-as-new),

@@ -5,8 +5,10 @@ the result). Both become a :class:`QueuedCommand` in one queue that the workflow
 loop works off in arrival order, so the invoice changes one step at a time.
 
 - A signal's payload is decoded and validated here, never raised: a malformed one is
-  refused with its reason. Usage signals are only checked for shape on arrival; their
-  events are validated when consecutive batches are merged into one store call.
+  refused with its reason. A usage signal is kept as received, its JSON text, and
+  consecutive ones are merged into one store step that validates each and refuses a
+  malformed one whole (in runs before patch ``local-edits-usage-as-received`` they were
+  decoded and shape-checked on arrival and validated here when merged).
 - An update's payload arrives typed; its validator refuses a wrong type early.
 - A refused input becomes a :class:`RejectedInput` (query ``rejections``, the latest
   :data:`KEPT_REJECTIONS`) and a row of the ``rejected_inputs`` table, stored by
@@ -35,6 +37,7 @@ from workflows.phases import ADD_USAGE, FINALIZE_INVOICE
 __all__ = [
     "KEPT_REJECTIONS",
     "MAX_EVENTS_PER_ACTIVITY",
+    "MAX_USAGE_SIGNALS_PER_STEP",
     "MAX_USAGE_TEXT_PER_STEP",
     "Inbox",
     "QueuedCommand",
@@ -47,8 +50,11 @@ __all__ = [
 KEPT_REJECTIONS = 100  # the query shows the latest ones; the database keeps all
 MAX_EVENTS_PER_ACTIVITY = 2000  # usage signals merged into one store call, far below 2 MB
 # Usage signals as received, merged into one local store step: a local activity's input
-# is not kept in the history, so the bound is the step's own size (~12,000 events).
+# is not kept in the history, so the bound is the step's own size (2,000,000 characters,
+# ~12,000 events); its result is (services.usage bounds it), and lists one entry per
+# malformed signal: at most MAX_USAGE_SIGNALS_PER_STEP of them.
 MAX_USAGE_TEXT_PER_STEP = 2_000_000
+MAX_USAGE_SIGNALS_PER_STEP = 100
 
 StoreCall = Callable[..., Awaitable[Any]]
 """The workflow's way to run a store activity: ``store(activity, request, summary=...)``."""
@@ -342,6 +348,7 @@ class Inbox:
                 following.kind != ADD_USAGE
                 or following.from_update
                 or not isinstance(following.message, str)
+                or len(batch) == MAX_USAGE_SIGNALS_PER_STEP
                 or size + len(following.message) > MAX_USAGE_TEXT_PER_STEP
             ):
                 break
@@ -359,6 +366,12 @@ class Inbox:
                 self.reject(ADD_USAGE, reason, texts[malformed.position])
             for rejected in receipt.rejected:
                 self.reject(ADD_USAGE, f"event {rejected.transaction_id}: {rejected.reason}", None)
+            if receipt.rejected_not_listed:
+                reason = (
+                    f"{receipt.rejected_not_listed} more events refused; each is kept with "
+                    "its reason in the store's rejected events"
+                )
+                self.reject(ADD_USAGE, reason, None)
         for command in batch:
             command.done = True
 
@@ -446,9 +459,10 @@ def _short_error(err: Exception) -> str:
 
 def _json_text(arg: RawValue) -> str:
     """A payload's JSON text, undecoded (a usage signal's store step validates it)."""
-    encoding = arg.payload.metadata.get("encoding")
+    encoding = arg.payload.metadata.get("encoding", b"")
     if encoding != b"json/plain":
-        raise ValueError(f"expected a JSON object, got a payload encoded {encoding!r}")
+        named = encoding.decode(errors="replace") or "(none)"
+        raise ValueError(f"expected JSON text, got a payload encoded {named}")
     return arg.payload.data.decode("utf-8")
 
 

@@ -9,7 +9,8 @@ from sqlalchemy import Engine
 
 from billing.models import UsageBatch
 from services.catalog import get_billing_context
-from services.usage import period_usage, record_usage_batches
+from services.rejections import list_rejections
+from services.usage import LISTED_REJECTIONS_BYTES, period_usage, record_usage_batches
 from tests.services.support import event, january
 
 NORTHWIND = "sub_northwind_growth"
@@ -73,3 +74,25 @@ def test_only_malformed_messages_record_nothing(catalog_engine: Engine) -> None:
     receipt = record_usage_batches(catalog_engine, NORTHWIND, start, end, ['{"events": []}'])
     assert (receipt.accepted, receipt.duplicates, receipt.rejected) == (0, 0, [])
     assert "events: List should have at least 1 item" in receipt.malformed[0].reason
+
+
+def test_a_burst_of_refused_events_keeps_the_receipt_small(catalog_engine: Engine) -> None:
+    # The receipt is a local step's result in the workflow's history (2 MB at most): a
+    # burst of refused events lists the first ones; the store keeps every one of them.
+    start, end = january("America/New_York")
+    late = "2026-03-10T12:00:00+00:00"  # outside January: each refused with a long reason
+    batches = [
+        UsageBatch(
+            events=[event(NORTHWIND, f"late-{m}-{i}", "api_calls", late) for i in range(1000)]
+        ).model_dump_json()
+        for m in range(13)
+    ]
+    assert sum(len(text) for text in batches) > 1_500_000
+
+    receipt = record_usage_batches(catalog_engine, NORTHWIND, start, end, batches)
+
+    assert len(receipt.model_dump_json()) <= LISTED_REJECTIONS_BYTES * 1.1
+    assert receipt.accepted == 0 and receipt.rejected_not_listed > 0
+    assert len(receipt.rejected) + receipt.rejected_not_listed == 13_000
+    stored = list_rejections(catalog_engine, subscription_external_id=NORTHWIND)
+    assert len(stored) == 13_000

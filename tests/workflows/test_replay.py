@@ -66,6 +66,10 @@ def test_histories_cover_every_workflow_and_outcome() -> None:
         assert {f"{shape}{name}" for name in outcomes} <= names, shape
     # Operator control of the grace period: a hold approved, a grace period followed; in
     # the lean shape, with local store steps and with usage checked in its store step.
+    # Usage delivered with the start, then undecodable usage payloads: the dynamic signal
+    # handler (a run without the newest patch drops what the SDK dropped before).
+    for shape in ("local_", "local_edits_"):
+        assert f"{shape}billing_period_usage_at_start" in names, shape
     control = {"billing_period_held_then_approved", "billing_period_grace_followed"}
     for shape in ("control_", "local_control_", "local_edits_control_"):
         assert {f"{shape}{name}" for name in control} <= names, shape
