@@ -10,7 +10,13 @@ from temporalio import workflow
 from temporalio.api.common.v1 import Payload
 from temporalio.bridge.proto.workflow_activation import WorkflowActivation
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker, WorkflowInstance, WorkflowInstanceDetails
+from temporalio.worker import (
+    Replayer,
+    UnsandboxedWorkflowRunner,
+    Worker,
+    WorkflowInstance,
+    WorkflowInstanceDetails,
+)
 
 from config.lean_runner import LeanUnsandboxedWorkflowRunner, detached
 from worker import workflow_runner
@@ -34,6 +40,18 @@ class WaitsForARelease:
     @workflow.query
     def waiting(self) -> bool:
         return not self.released
+
+
+@workflow.defn
+class SleepsAtRandom:
+    @workflow.run
+    async def run(self) -> list[float]:
+        drawn = []
+        for _ in range(20):  # which of them sleep is the run's random sequence
+            drawn.append(workflow.random().random())
+            if drawn[-1] < 0.5:
+                await workflow.sleep(timedelta(milliseconds=1))
+        return drawn
 
 
 class _Recording(LeanUnsandboxedWorkflowRunner):
@@ -93,3 +111,39 @@ async def test_cached_runs_keep_no_activation_alive(temporal_env: WorkflowEnviro
         for handle in handles:
             await handle.signal(WaitsForARelease.release)
         assert [await h.result() for h in handles] == [f'period {i}: "kept"' for i in range(3)]
+
+
+async def test_a_run_draws_the_random_numbers_the_sdk_would(
+    temporal_env: WorkflowEnvironment,
+) -> None:
+    runner = _Recording()
+    task_queue = f"lean-{uuid.uuid4()}"
+    async with Worker(
+        temporal_env.client,
+        task_queue=task_queue,
+        workflows=[SleepsAtRandom, WaitsForARelease],
+        workflow_runner=runner,
+    ):
+        handle = await temporal_env.client.start_workflow(
+            SleepsAtRandom.run, id=f"lean-{uuid.uuid4()}", task_queue=task_queue
+        )
+        drawn = await handle.result()
+        waiting = await temporal_env.client.start_workflow(
+            WaitsForARelease.run,
+            "idle",
+            id=f"lean-{uuid.uuid4()}",
+            task_queue=task_queue,
+            memo={"note": "none"},
+        )
+        assert await waiting.query(WaitsForARelease.waiting)
+        await waiting.signal(WaitsForARelease.release)
+        await waiting.result()
+
+    assert 0 < sum(d < 0.5 for d in drawn) < 20
+    # A run that never asks for randomness never makes its generator.
+    assert runner.instances[-1]._random is None  # type: ignore[attr-defined]
+    # The SDK's own runner replays the same timers from the same seed.
+    history = await handle.fetch_history()
+    await Replayer(
+        workflows=[SleepsAtRandom], workflow_runner=UnsandboxedWorkflowRunner()
+    ).replay_workflow(history)
