@@ -83,7 +83,11 @@ class Inbox:
         invoice_id: str | None = None,
     ) -> None:
         self.queue: deque[QueuedCommand] = deque()
-        self.rejections: deque[RejectedInput] = deque(rejections, maxlen=KEPT_REJECTIONS)
+        # Made at the first refusal: most periods refuse nothing, and an empty deque is
+        # ~0.7 KiB per cached period (bench/README.md).
+        self._rejections: deque[RejectedInput] | None = None
+        for rejected in rejections:
+            self._kept_rejections().append(rejected)
         self.inputs_rejected = inputs_rejected
         self.sequence = sequence  # numbers refusals across runs: their idempotency key
         self.signals_this_run = 0
@@ -92,6 +96,16 @@ class Inbox:
         self._subscription_external_id = subscription_external_id
         # The draft, once there is one: refusals then go to its timeline too.
         self.invoice_id = invoice_id
+
+    @property
+    def rejections(self) -> Sequence[RejectedInput]:
+        """The latest refusals, oldest first (at most :data:`KEPT_REJECTIONS`)."""
+        return () if self._rejections is None else self._rejections
+
+    def _kept_rejections(self) -> deque[RejectedInput]:
+        if self._rejections is None:
+            self._rejections = deque(maxlen=KEPT_REJECTIONS)
+        return self._rejections
 
     # ------------------------------------------------------------------ arrival
 
@@ -307,7 +321,7 @@ class Inbox:
             payload = message or ""
         else:
             payload = excerpt([message])
-        self.rejections.append(
+        self._kept_rejections().append(
             RejectedInput(
                 kind=kind, reason=reason, received_at=workflow.now(), payload_excerpt=payload
             )
