@@ -29,13 +29,14 @@ from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.contrib.pydantic import PydanticPayloadConverter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
+from temporalio.worker import Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.invoices import InvoiceActivities
 from activities.launcher import LauncherActivities
 from activities.webhooks import WebhookActivities
 from config.codec import EncryptionCodec
+from config.lean_runner import LeanUnsandboxedWorkflowRunner
 from config.logging_setup import configure_logging
 from config.settings import WORKFLOW_TASK_SLOTS, Settings
 from config.temporal import connect
@@ -92,10 +93,12 @@ def workflow_runner(sandboxed: bool) -> WorkflowRunner:
     Unsandboxed (the default) every period runs the same imported classes: no module
     executed again per run, ~110 instead of ~150 KiB per cached period (bench/README.md).
     Determinism is then guarded by tests/test_architecture.py (no clock, randomness or I/O
-    module in workflows/ and billing/) and the replay tests, not at run time.
+    module in workflows/ and billing/) and the replay tests, not at run time. The runner
+    is the SDK's, except that cached runs keep no activation's protobuf arena alive
+    (``config.lean_runner``, ~16 KiB less per cached period).
     """
     if not sandboxed:
-        return UnsandboxedWorkflowRunner()
+        return LeanUnsandboxedWorkflowRunner()
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH)
     )
