@@ -74,10 +74,10 @@ def resume(input: BillingPeriodInput) -> tuple[PeriodState, Inbox]:
         approved_by=carried.approved_by,
         approval_note=carried.approval_note,
         auto_approve_at=carried.auto_approve_at,
-        preview=carried.preview,
         events_accepted=carried.events_accepted,
         events_duplicated=carried.events_duplicated,
     )
+    state.preview = carried.preview
     inbox = Inbox(
         input.subscription_external_id,
         invoice_id=carried.invoice.id if carried.invoice is not None else None,

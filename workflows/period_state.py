@@ -72,8 +72,8 @@ class PeriodState:
     approval_note: str | None = None
     # When a held invoice approves itself (the approval rules' auto_approve_after_hours).
     auto_approve_at: datetime | None = None
-    # The invoice as finalization would make it now, from the last change of the draft.
-    preview: InvoicePreview | None = None
+    # The JSON of the invoice as finalization would make it now (``preview``).
+    preview_json: bytes | None = None
     events_accepted: int = 0
     events_duplicated: int = 0
     webhooks_delivered: int = 0
@@ -88,6 +88,22 @@ class PeriodState:
     def __setattr__(self, name: str, value: Any) -> None:
         share_field_sets(value)  # the models a cached period holds for as long as it waits
         super().__setattr__(name, value)
+
+    @property
+    def preview(self) -> InvoicePreview | None:
+        """The invoice as finalization would make it now, from the last change of the draft.
+
+        Kept as its JSON: the ``preview`` query reads it now and then, while the period
+        may wait in its grace period for days; as models it is a few KiB more per cached
+        period (bench/README.md, "What a cached period holds").
+        """
+        if self.preview_json is None:
+            return None
+        return InvoicePreview.model_validate_json(self.preview_json)
+
+    @preview.setter
+    def preview(self, value: InvoicePreview | None) -> None:
+        self.preview_json = None if value is None else value.model_dump_json().encode()
 
     def wants_to_finalize(self) -> bool:
         """Whether someone asked to end the wait now: finalize-now ends a grace period (not

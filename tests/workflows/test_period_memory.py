@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
-from billing.models import Invoice
+from billing.models import Invoice, InvoicePreview
 from workflows.inbox import KEPT_REJECTIONS, Inbox
 from workflows.messages import BillingPeriodInput, RejectedInput
 from workflows.period_state import PeriodState
@@ -84,3 +84,22 @@ def test_an_inbox_keeps_the_latest_rejections_and_none_until_the_first() -> None
     assert list(Inbox("s").rejections) == []
     kept = Inbox("s", rejections=rejected).rejections
     assert [r.reason for r in kept] == [str(i) for i in range(5, KEPT_REJECTIONS + 5)]
+
+
+def test_the_preview_is_kept_as_its_json_and_reads_back_the_same() -> None:
+    invoice = _invoice("inv-preview")
+    preview = InvoicePreview.model_validate(
+        {**invoice.model_dump(), "total_amount_cents": 357, "tax_rate": "0.19"}
+    )
+    state = PeriodState(
+        BillingPeriodInput(
+            subscription_external_id="p", period_start=JANUARY[0], period_end=JANUARY[1]
+        )
+    )
+    assert state.preview is None
+    state.preview = preview
+    assert isinstance(state.preview_json, bytes)  # no models kept while the period waits
+    assert state.preview == preview
+    assert state.preview.model_dump_json() == preview.model_dump_json()
+    state.preview = None
+    assert state.preview is None and state.preview_json is None
