@@ -17,6 +17,10 @@ Against an embedded dev server and a fresh PostgreSQL schema, with one in-proces
    subscriptions, with the values the store extracts computed beforehand, in one
    ``COPY usage_events FROM STDIN`` and one commit (no dedupe, no validation).
 
+The senders' events are built before the timed part and frozen out of the garbage
+collector (``gc.freeze()``): a worker in production never holds its senders' objects,
+and every full collection of the in-process worker would walk them (bench/README.md).
+
 The summary gives events/s of all three and the ratios signals/raw and direct/raw. The
 signal and direct phases also print the CPU seconds used by this process (worker and
 sender), the dev server and PostgreSQL, per event; PostgreSQL's figure counts every
