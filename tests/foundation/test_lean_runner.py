@@ -67,9 +67,7 @@ class _Recording(LeanUnsandboxedWorkflowRunner):
 def _live_activations(run_ids: set[str]) -> int:
     """Activations of these runs still alive (other tests' workers may hold their own)."""
     gc.collect()
-    return sum(
-        isinstance(o, WorkflowActivation) and o.run_id in run_ids for o in gc.get_objects()
-    )
+    return sum(isinstance(o, WorkflowActivation) and o.run_id in run_ids for o in gc.get_objects())
 
 
 def test_a_detached_message_is_an_equal_copy() -> None:
