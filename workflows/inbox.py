@@ -347,8 +347,7 @@ class Inbox:
             for command in batch:
                 self.reject(ADD_USAGE, err.message, f"{batch_size(command.message)} events")
         else:
-            for rejected in receipt.rejected:
-                self.reject(ADD_USAGE, f"event {rejected.transaction_id}: {rejected.reason}", None)
+            self._reject_events(receipt)
         for command in batch:
             command.done = True
 
@@ -380,8 +379,7 @@ class Inbox:
             for malformed in receipt.malformed:
                 reason = f"malformed {ADD_USAGE} payload: {malformed.reason}"
                 self.reject(ADD_USAGE, reason, texts[malformed.position])
-            for rejected in receipt.rejected:
-                self.reject(ADD_USAGE, f"event {rejected.transaction_id}: {rejected.reason}", None)
+            self._reject_events(receipt)
             if receipt.rejected_not_listed:
                 reason = (
                     f"{receipt.rejected_not_listed} more events refused; each is kept with "
@@ -390,6 +388,11 @@ class Inbox:
                 self.reject(ADD_USAGE, reason, None)
         for command in batch:
             command.done = True
+
+    def _reject_events(self, receipt: UsageReceipt) -> None:
+        """Record each event a usage step refused, with its reason."""
+        for rejected in receipt.rejected:
+            self.reject(ADD_USAGE, f"event {rejected.transaction_id}: {rejected.reason}", None)
 
     async def refuse_remaining(self, check: Callable[[str], None], store: StoreCall) -> None:
         """After finalization nothing is applied any more: refuse what is queued or arrives

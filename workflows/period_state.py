@@ -82,12 +82,18 @@ class PeriodState:
     shape_known: bool = False
     lean_shape: bool = False  # patch "lean-period-shape"
     local_store_steps: bool = False  # usage, draft, finalization as local activities
-    local_edits: bool = False  # an operator's edits as local activities
-    usage_as_received: bool = False  # usage signals reach their store step as received
+    # Patch "local-edits-usage-as-received": an operator's edits as local activities, and
+    # usage signals reaching their store step as received.
+    local_edits: bool = False
 
     def __setattr__(self, name: str, value: Any) -> None:
         share_field_sets(value)  # the models a cached period holds for as long as it waits
         super().__setattr__(name, value)
+
+    @property
+    def usage_as_received(self) -> bool:
+        """Usage signals reach their store step as received (the same patch as edits)."""
+        return self.local_edits
 
     @property
     def preview(self) -> InvoicePreview | None:

@@ -41,7 +41,6 @@ def consult(state: PeriodState) -> PeriodState:
     if not state.shape_known:
         state.shape_known = True
         state.local_edits = workflow.patched(PATCH_LOCAL_EDITS_USAGE_AS_RECEIVED)
-        state.usage_as_received = state.local_edits
         state.local_store_steps = state.local_edits or workflow.patched(PATCH_LOCAL_STORE_STEPS)
         state.lean_shape = state.local_store_steps or workflow.patched(PATCH_LEAN_PERIOD_SHAPE)
     return state
