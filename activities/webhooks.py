@@ -187,7 +187,7 @@ class WebhookActivities:
         """Make one signed HTTP attempt for a delivery and log it (see the module doc).
 
         Raises ``ApplicationError(type="NotFound", non_retryable=True)`` for an unknown
-        delivery id and a retryable ``ApplicationError(type="WebhookDeliveryFailed")``
+        delivery id (or a deleted endpoint) and a retryable ``ApplicationError(type="WebhookDeliveryFailed")``
         when the attempt failed and the next retry still falls inside the window.
         """
         info = activity.info()
@@ -195,14 +195,12 @@ class WebhookActivities:
         attempt = info.attempt
         delivery_id = request.delivery_id
         try:
-            delivery = await asyncio.to_thread(delivery_log.get_delivery, self._engine, delivery_id)
-        except NotFound as exc:
-            raise ApplicationError(
-                f"webhook delivery {delivery_id} does not exist",
-                type="NotFound",
-                non_retryable=True,
-            ) from exc
-        if str(delivery.status) == "succeeded":
+            delivery, secret = await asyncio.to_thread(
+                delivery_log.delivery_to_send, self._engine, delivery_id
+            )
+        except NotFound as exc:  # the delivery, or its endpoint: nothing to send to
+            raise ApplicationError(str(exc), type="NotFound", non_retryable=True) from exc
+        if secret is None:
             logger.info(
                 "webhook %s attempt %d: already succeeded, nothing sent",
                 delivery_id,
@@ -211,7 +209,6 @@ class WebhookActivities:
             )
             return _result(delivery, "succeeded")
 
-        secret = await asyncio.to_thread(delivery_log.endpoint_secret, self._engine, delivery_id)
         sent_at = self._clock()
         timestamp = int(sent_at.timestamp())
         headers = {

@@ -3,8 +3,8 @@ ratios of the close to the floor, to plain SQL and to floor + plain SQL.
 
 **Plain SQL** runs the store steps of a lean period without Temporal, on as many threads
 as a worker has activity slots: ``record_usage``, ``draft_invoice``, ``finalize_invoice``,
-and for the webhook what the delivery activity reads and writes (``get_delivery``,
-``endpoint_secret``, ``record_attempt``; no HTTP).
+and for the webhook what the delivery activity reads and writes (``delivery_to_send``,
+``record_attempt``; no HTTP).
 
 **Floor + plain SQL** is what a close with no overhead of its own would cost: Temporal's
 orchestration of the same shape (the floor) plus the database work (plain SQL), one after
@@ -54,8 +54,7 @@ def run_plain_sql(
         draft = store_invoices.draft_invoice(engine, subscription, start, end).invoice
         outcome = finalize_invoice(engine, draft.id, datetime.now(UTC))
         for delivery_id in outcome.delivery_ids:
-            store_webhooks.get_delivery(engine, delivery_id)
-            store_webhooks.endpoint_secret(engine, delivery_id)
+            store_webhooks.delivery_to_send(engine, delivery_id)
             store_webhooks.record_attempt(
                 engine,
                 delivery_id,
@@ -76,7 +75,7 @@ def run_plain_sql(
         "periods": len(subscriptions),
         "threads": threads,
         "store_steps": "record_usage, draft_invoice, finalize_invoice, "
-        "get_delivery + endpoint_secret + record_attempt",
+        "delivery_to_send + record_attempt",
         "seconds": round(seconds, 2),
         "invoices_per_second": round(len(subscriptions) / seconds, 1),
         "latency_p50_seconds": round(percentile(timings, 0.5), 4),

@@ -9,7 +9,7 @@ named by ``secret_env`` are read from this process's environment.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +24,14 @@ from store.unit_of_work import UnitOfWork
 
 __all__ = [
     "CatalogReport",
+    "billing_contexts",
     "get_billing_context",
     "list_subscriptions",
     "load_catalog",
     "load_catalog_file",
 ]
+
+_CONTEXTS_PER_STATEMENT = 500
 
 
 def load_catalog(engine: Engine, data: Mapping[str, Any]) -> CatalogReport:
@@ -74,6 +77,19 @@ def get_billing_context(engine: Engine, subscription_external_id: str) -> Billin
     """The subscription with its customer, billing entity, plan and metrics."""
     with UnitOfWork(engine) as uow:
         return uow.catalog.billing_context(subscription_external_id)
+
+
+def billing_contexts(
+    engine: Engine, subscription_external_ids: Iterable[str]
+) -> dict[str, BillingContext]:
+    """The billing contexts of these subscriptions, unknown ones left out: one statement
+    per 500 subscriptions (a bulk start or a usage import handles many at once)."""
+    wanted = sorted(set(subscription_external_ids))
+    found: dict[str, BillingContext] = {}
+    with UnitOfWork(engine) as uow:
+        for i in range(0, len(wanted), _CONTEXTS_PER_STATEMENT):
+            found.update(uow.catalog.billing_contexts(wanted[i : i + _CONTEXTS_PER_STATEMENT]))
+    return found
 
 
 def list_subscriptions(engine: Engine) -> list[Subscription]:

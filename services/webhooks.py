@@ -18,7 +18,7 @@ from store.webhooks import WebhookDelivery
 
 __all__ = [
     "WebhookDelivery",
-    "endpoint_secret",
+    "delivery_to_send",
     "get_delivery",
     "list_deliveries",
     "record_attempt",
@@ -34,10 +34,17 @@ def get_delivery(engine: Engine, id: str) -> WebhookDelivery:
         return uow.webhooks.get(id)
 
 
-def endpoint_secret(engine: Engine, id: str) -> str:
-    """The signing secret of delivery ``id``'s endpoint. Never log or return it further."""
+def delivery_to_send(engine: Engine, id: str) -> tuple[WebhookDelivery, str | None]:
+    """What one attempt needs, in one transaction: the delivery and, unless it already
+    succeeded (nothing is sent again), its endpoint's signing secret.
+
+    Raises ``NotFound`` for an unknown delivery or a deleted endpoint.
+    """
     with UnitOfWork(engine) as uow:
-        return uow.webhooks.endpoint_secret(id)
+        delivery = uow.webhooks.get(id)
+        if str(delivery.status) == "succeeded":
+            return delivery, None
+        return delivery, uow.webhooks.endpoint_secret(id)
 
 
 def record_attempt(

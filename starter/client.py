@@ -47,7 +47,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from activities.webhooks import DeliveryResult
 from billing.errors import NotFound
-from billing.models import Invoice, RejectedEvent, UsageEvent, UsageReceipt
+from billing.models import Invoice, InvoiceStatus, RejectedEvent, UsageEvent, UsageReceipt
 from billing.periods import period_ending_on
 from starter.bulk import DEFAULT_CONCURRENCY
 from starter.customer_drafts import customer_draft_workflows, refresh_customer_drafts
@@ -76,7 +76,7 @@ from starter.results import (
     PeriodRef,
     UsageReport,
 )
-from starter.translate import DONE, closed_reason, describe, not_editable
+from starter.translate import DONE, closed_reason, describe
 from workflows.billing_period import BillingPeriodWorkflow
 from workflows.messages import (
     MAX_USAGE_BATCH,
@@ -122,13 +122,21 @@ class BillingClient(PeriodAccess):
         workflow that completed, is reported as ``finalized`` (:mod:`starter.periods`).
         """
         ref = self.period(subscription_external_id, period_start)
+        existing = await self.find_invoice(ref.subscription_external_id, ref.period_start)
+        return await self._start(
+            ref, grace_period_seconds, None if existing is None else existing.status
+        )
+
+    async def _start(
+        self, ref: PeriodRef, grace_period_seconds: int | None, status: InvoiceStatus | None
+    ) -> LaunchOutcome:
+        """Start ``ref``'s workflow unless its invoice (``status``, read before) is done."""
         base: dict[str, Any] = {
-            "subscription_external_id": subscription_external_id,
+            "subscription_external_id": ref.subscription_external_id,
             "workflow_id": ref.workflow_id,
             "period": ref.label,
         }
-        existing = await self.find_invoice(ref.subscription_external_id, ref.period_start)
-        if existing is not None and existing.status in DONE:
+        if status in DONE:
             return LaunchOutcome(**base, status=LaunchStatus.FINALIZED)
         try:
             handle = await start_period(
@@ -139,8 +147,10 @@ class BillingClient(PeriodAccess):
             )
         except WorkflowAlreadyStartedError:  # the period's workflow completed
             return LaunchOutcome(**base, status=LaunchStatus.FINALIZED)
-        status = LaunchStatus.STARTED if was_started(handle) else LaunchStatus.ALREADY_RUNNING
-        return LaunchOutcome(**base, status=status)
+        started = was_started(handle)
+        return LaunchOutcome(
+            **base, status=LaunchStatus.STARTED if started else LaunchStatus.ALREADY_RUNNING
+        )
 
     def periods_ending(self, period_end_date: date) -> list[PeriodRef]:
         """Every subscription's period whose last local day is ``period_end_date``.
@@ -148,7 +158,9 @@ class BillingClient(PeriodAccess):
         Subscriptions that start after that period or ended before it are left out.
         """
         refs: list[PeriodRef] = []
-        for subscription in self.subscriptions():
+        subscriptions = self.subscriptions()
+        self.load_contexts(subscription.external_id for subscription in subscriptions)
+        for subscription in subscriptions:
             context = self.context(subscription.external_id)
             bounds = period_ending_on(
                 subscription, period_end_date, context.timezone, context.plan.interval
@@ -173,14 +185,16 @@ class BillingClient(PeriodAccess):
         called after each launch (the CLI's progress bar).
         """
         refs = await asyncio.to_thread(self.periods_ending, period_end_date)
+        statuses = await self.period_statuses(
+            (ref.subscription_external_id, ref.period_start) for ref in refs
+        )
         semaphore = asyncio.Semaphore(max(1, concurrency))
 
         async def launch(ref: PeriodRef) -> LaunchOutcome:
+            status = statuses.get((ref.subscription_external_id, ref.period_start))
             async with semaphore:
                 try:
-                    outcome = await self.start_period(
-                        ref.subscription_external_id, ref.local_start, grace_period_seconds
-                    )
+                    outcome = await self._start(ref, grace_period_seconds, status)
                 except Exception as err:  # reported per item; the others still launch
                     outcome = LaunchOutcome(
                         subscription_external_id=ref.subscription_external_id,
@@ -215,6 +229,7 @@ class BillingClient(PeriodAccess):
         rejected: list[RejectedEvent] = []
         groups: dict[str, list[UsageEvent]] = defaultdict(list)
         refs: dict[str, PeriodRef] = {}
+        self.load_contexts(event.external_subscription_id for event in events)
         for event in events:
             try:
                 ref = self.period(event.external_subscription_id, event.timestamp)
@@ -224,12 +239,16 @@ class BillingClient(PeriodAccess):
             refs[ref.workflow_id] = ref
             groups[ref.workflow_id].append(event)
 
+        statuses = await self.period_statuses(
+            (ref.subscription_external_id, ref.period_start) for ref in refs.values()
+        )
         semaphore = asyncio.Semaphore(max(1, concurrency))
 
         async def deliver(ref: PeriodRef, batch: list[UsageEvent]) -> PeriodDelivery:
+            status = statuses.get((ref.subscription_external_id, ref.period_start))
             async with semaphore:
                 return await self._deliver_usage(
-                    ref, batch, grace_period_seconds, rejected, requested_by
+                    ref, batch, grace_period_seconds, rejected, requested_by, status
                 )
 
         deliveries = await asyncio.gather(
@@ -248,7 +267,9 @@ class BillingClient(PeriodAccess):
         grace_period_seconds: int | None,
         rejected: list[RejectedEvent],
         requested_by: str | None,
+        status: InvoiceStatus | None,
     ) -> PeriodDelivery:
+        """Send one batch to its period (``status``: its invoice's, read before sending)."""
         delivery = PeriodDelivery(
             workflow_id=ref.workflow_id,
             subscription_external_id=ref.subscription_external_id,
@@ -259,9 +280,9 @@ class BillingClient(PeriodAccess):
             rejected.extend(_rejection(event, reason) for event in batch)
             return delivery.model_copy(update={"rejected": len(batch)})
 
-        invoice = await self.find_invoice(ref.subscription_external_id, ref.period_start)
-        if invoice is not None and invoice.status in DONE:
-            return refuse(not_editable(invoice))
+        if status in DONE:
+            invoice = await self.find_invoice(ref.subscription_external_id, ref.period_start)
+            return refuse(closed_reason(ref.workflow_id, invoice))
         operation = start_period_operation(
             self._input(ref, grace_period_seconds),
             task_queue=self.task_queue,

@@ -8,7 +8,7 @@ no Temporal connection (``BillingClient(None, engine, ...)`` serves them).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -56,6 +56,13 @@ class StoreAccess:
         self._contexts[subscription_external_id] = context
         return context
 
+    def load_contexts(self, subscription_external_ids: Iterable[str]) -> None:
+        """Cache the billing contexts of many subscriptions in one read (a bulk command
+        needs them all); an unknown one is left for :meth:`context` to report."""
+        missing = {key for key in subscription_external_ids if key not in self._contexts}
+        if missing:
+            self._contexts.update(catalog_service.billing_contexts(self.engine, missing))
+
     def load_catalog(self, source: Path | Mapping[str, Any]) -> CatalogReport:
         """Validate and load a catalog: a YAML file, or its parsed sections.
 
@@ -81,6 +88,13 @@ class StoreAccess:
         return await asyncio.to_thread(
             invoice_service.find_invoice, self.engine, subscription_external_id, period_start
         )
+
+    async def period_statuses(
+        self, periods: Iterable[tuple[str, datetime]]
+    ) -> dict[tuple[str, datetime], InvoiceStatus]:
+        """The invoice status of each (subscription, period start) that has an invoice, in
+        one read (what a bulk command checks before sending anything)."""
+        return await asyncio.to_thread(invoice_service.period_statuses, self.engine, periods)
 
     def list_invoices(
         self,

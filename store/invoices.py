@@ -125,6 +125,18 @@ class InvoiceRepository:
             .order_by(FEES.c.position)
         )
 
+    def statuses(
+        self, subscription_external_ids: Sequence[str], period_starts: Sequence[datetime]
+    ) -> dict[tuple[str, datetime], InvoiceStatus]:
+        """The status of every invoice of these subscriptions starting at one of these
+        instants, by (subscription, period start): one statement, no fees."""
+        rows = self._session.execute(
+            select(INVOICES.c.subscription_external_id, INVOICES.c.period_start, INVOICES.c.status)
+            .where(INVOICES.c.subscription_external_id.in_(subscription_external_ids))
+            .where(INVOICES.c.period_start.in_(period_starts))
+        )
+        return {(row[0], row[1]): InvoiceStatus(row[2]) for row in rows}
+
     def find_all(
         self,
         *,

@@ -14,10 +14,12 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, event
 
 from billing.models import AdjustedFee, AdjustmentMode, InvoiceStatus
+from services.catalog import billing_contexts, get_billing_context, list_subscriptions
 from services.finalization import finalize_invoice
 from services.invoices import (
     adjust_fee,
     create_draft,
+    period_statuses,
     queue_drafted_webhook,
     refresh_draft,
     remove_fee_adjustment,
@@ -136,3 +138,33 @@ def test_statements_per_invoice_operation(catalog_engine: Engine) -> None:
         if len(counts[name]) > bound + (locking if name in LOCKS_THE_INVOICE else 0)
     }
     assert not over, f"statements over their bound: {over}"
+
+
+def test_bulk_commands_read_contexts_and_invoice_statuses_in_one_statement_each(
+    catalog_engine: Engine,
+) -> None:
+    """``usage send`` and ``period start-all`` read what they check for every period at
+    once: every subscription's billing context, then the status of every period's invoice."""
+    subscriptions = [s.external_id for s in list_subscriptions(catalog_engine)]
+    assert len(subscriptions) > 3
+    with _counting(catalog_engine) as statements:
+        contexts = billing_contexts(catalog_engine, [*subscriptions, "sub_unknown"])
+    assert len(statements) == 1
+    assert contexts == {s: get_billing_context(catalog_engine, s) for s in subscriptions}
+
+    draft = create_draft(catalog_engine, NORTHWIND, *january("America/New_York"))
+    finalize_invoice(catalog_engine, draft.id, ISSUED_AT)
+    koala = create_draft(catalog_engine, KOALA_PAYG, *january("UTC"))
+    periods = [
+        (NORTHWIND, draft.period_start),
+        (KOALA_PAYG, koala.period_start),
+        (NORTHWIND, koala.period_start),  # another instant: no invoice
+        ("sub_sakura_starter", draft.period_start),  # no invoice
+    ]
+    with _counting(catalog_engine) as statements:
+        statuses = period_statuses(catalog_engine, periods)
+    assert len(statements) == 1
+    assert statuses == {
+        (NORTHWIND, draft.period_start): InvoiceStatus.FINALIZED,
+        (KOALA_PAYG, koala.period_start): InvoiceStatus.DRAFT,
+    }

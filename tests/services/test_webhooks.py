@@ -12,7 +12,7 @@ from billing.errors import NotFound
 from services.finalization import finalize_invoice
 from services.invoices import create_draft
 from services.webhooks import (
-    endpoint_secret,
+    delivery_to_send,
     get_delivery,
     list_deliveries,
     record_attempt,
@@ -41,7 +41,18 @@ def test_outbox_row_carries_the_invoice_json(catalog_engine: Engine) -> None:
     )
     assert delivery.created_at == AT
     assert "whsec" not in delivery.model_dump_json()
-    assert endpoint_secret(catalog_engine, delivery.id) == "whsec_test_catalog_secret"
+    assert delivery_to_send(catalog_engine, delivery.id) == (
+        delivery,
+        "whsec_test_catalog_secret",
+    )
+
+
+def test_a_delivery_that_succeeded_is_not_given_its_secret_again(catalog_engine: Engine) -> None:
+    delivery_id = _delivery(catalog_engine)
+    succeeded = record_attempt(
+        catalog_engine, delivery_id, http_status=200, error=None, succeeded=True, final=False, at=AT
+    )
+    assert delivery_to_send(catalog_engine, delivery_id) == (succeeded, None)
 
 
 def test_attempts_are_logged_until_success(catalog_engine: Engine) -> None:
@@ -108,4 +119,4 @@ def test_unknown_delivery(catalog_engine: Engine) -> None:
     with pytest.raises(NotFound):
         get_delivery(catalog_engine, "nope")
     with pytest.raises(NotFound):
-        endpoint_secret(catalog_engine, "nope")
+        delivery_to_send(catalog_engine, "nope")
