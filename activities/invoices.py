@@ -31,7 +31,7 @@ from billing.models import (
 )
 from billing.timeline import SYSTEM_ACTOR
 from services import finalization, grace_periods, invoices, periods, rejections, usage
-from services.finalization import Approval
+from services.finalization import Approval, FinalizationOutcome
 from services.invoices import DraftOutcome
 from services.periods import PeriodSettings
 
@@ -41,6 +41,7 @@ __all__ = [
     "DraftOutcome",
     "DraftRequest",
     "FeeAdjustmentRequest",
+    "FinalizationOutcome",
     "FinalizeRequest",
     "FinalizeResult",
     "InvoiceActivities",
@@ -106,6 +107,9 @@ class DraftRequest(_Request):
     period_end: datetime
     drafted_at: datetime | None = None
     grace_period_seconds: int | None = None
+    # Patch "draft-finalizes-when-due": finalize in the same step when the grace period
+    # is already over (zero); runs before it send nothing and finalize in a step of its own.
+    finalize_when_due: bool = False
 
 
 class InvoiceRef(_Request):
@@ -257,7 +261,8 @@ class InvoiceActivities:
     @activity.defn
     @_permanent_domain_errors
     def draft_invoice(self, request: DraftRequest) -> DraftOutcome:
-        """Period end in one step: the settings, the draft, the ``invoice.drafted`` rows."""
+        """Period end in one step: the settings, the draft, the ``invoice.drafted`` rows
+        (and the finalization, when asked for and the grace period is already over)."""
         return invoices.draft_invoice(
             self._engine,
             request.subscription_external_id,
@@ -265,6 +270,7 @@ class InvoiceActivities:
             request.period_end,
             drafted_at=request.drafted_at,
             grace_period_seconds=request.grace_period_seconds,
+            finalize_when_due=request.finalize_when_due,
         )
 
     @activity.defn

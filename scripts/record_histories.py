@@ -52,11 +52,12 @@ from workflows.messages import (  # noqa: E402
 )
 
 HISTORIES = ROOT / "tests" / "workflows" / "histories"
-# The shape of the lifecycle these histories show, as a file-name prefix: "local_edits_"
-# (patch "local-edits-usage-as-received"); "local_" is patch "local-store-steps", "lean_" and
+# The shape of the lifecycle these histories show, as a file-name prefix: "when_due_"
+# (patch "draft-finalizes-when-due"); "local_edits_" is patch "local-edits-usage-as-received",
+# "local_" is patch "local-store-steps", "lean_" and
 # "control_" are the lean shape's, and the histories of the shape before patch
 # "lean-period-shape" have none. Earlier shapes are never overwritten.
-SHAPE = "local_edits_"
+SHAPE = "when_due_"
 
 
 async def finalized_with_usage_edit_and_refresh(harness: PeriodHarness) -> WorkflowHandle[Any, Any]:
@@ -217,16 +218,56 @@ async def grace_period_followed_then_auto_approved(
     return handle
 
 
+# The periods a grace period of zero ends at once: February, beside the January ones.
+FEBRUARY = (JANUARY[1], JANUARY[1].replace(month=3))
+
+
+async def finalized_at_once(harness: PeriodHarness) -> WorkflowHandle[Any, Any]:
+    """A grace period of zero: the draft's own step finalizes it (invoice.drafted too)."""
+    handle = await harness.start(
+        "sub_pro", FEBRUARY, customer_external_id="cust_inherit", grace_period_seconds=0
+    )
+    final = await handle.result()
+    assert final.status == InvoiceStatus.FINALIZED, final
+    return handle
+
+
+async def closed_at_once(harness: PeriodHarness) -> WorkflowHandle[Any, Any]:
+    handle = await harness.start(
+        "sub_skip", FEBRUARY, customer_external_id="cust_skip", grace_period_seconds=0
+    )
+    final = await handle.result()
+    assert final.status == InvoiceStatus.CLOSED, final
+    return handle
+
+
+async def held_at_once_then_approved(harness: PeriodHarness) -> WorkflowHandle[Any, Any]:
+    """A grace period of zero under an approval rule: held by the draft's own step."""
+    handle = await harness.start(
+        "sub_pro", FEBRUARY, customer_external_id="cust_inherit", grace_period_seconds=0
+    )
+    await harness.wait_for(handle, lambda v: v.phase == "awaiting_approval")
+    await handle.execute_update(
+        BillingPeriodWorkflow.approve_invoice_sync, ApproveInvoice(requested_by="alice")
+    )
+    final = await handle.result()
+    assert final.status == InvoiceStatus.FINALIZED, final
+    return handle
+
+
 SCENARIOS = {
     f"{SHAPE}billing_period_finalized": finalized_with_usage_edit_and_refresh,
     f"{SHAPE}billing_period_closed_empty": empty_period_closed_under_skip,
     f"{SHAPE}billing_period_malformed_signals": malformed_signals_then_finalize_now,
     f"{SHAPE}billing_period_usage_at_start": usage_at_start_then_undecodable_payloads,
+    f"{SHAPE}billing_period_finalized_at_once": finalized_at_once,
+    f"{SHAPE}billing_period_closed_at_once": closed_at_once,
 }
 # Periods under approval rules (their own catalog, subscription ids end in "-control").
 CONTROL_SCENARIOS = {
     f"{SHAPE}control_billing_period_held_then_approved": held_edited_then_approved,
     f"{SHAPE}control_billing_period_grace_followed": grace_period_followed_then_auto_approved,
+    f"{SHAPE}control_billing_period_held_at_once": held_at_once_then_approved,
 }
 
 

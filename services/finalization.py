@@ -40,9 +40,11 @@ from store.webhooks import INVOICE_APPROVAL_REQUIRED, INVOICE_CREATED
 __all__ = [
     "Approval",
     "FinalizationOutcome",
+    "finalize_in",
     "finalize_invoice",
     "preview_invoice",
     "preview_of",
+    "stored_finalization",
 ]
 
 
@@ -131,116 +133,137 @@ def finalize_invoice(
     with UnitOfWork(engine) as uow:
         invoice = uow.invoices.lock(invoice_id)
         if invoice.status != InvoiceStatus.DRAFT:
-            return FinalizationOutcome(
-                invoice=invoice,
-                delivery_ids=uow.webhooks.delivery_ids(invoice_id, INVOICE_CREATED),
-            )
+            return stored_finalization(uow, invoice)
         context = uow.catalog.billing_context(invoice.subscription_external_id)
-        rules = context.approval_rules
-        auto_approve = None if rules is None else rules.auto_approve_after_hours
-        if approval is None and invoice.awaiting_approval:
-            return FinalizationOutcome(
-                invoice=invoice,
-                delivery_ids=uow.webhooks.delivery_ids(invoice_id, INVOICE_APPROVAL_REQUIRED),
-                held=True,
-                auto_approve_after_hours=auto_approve,
-            )
-        plan = _plan(uow, invoice, context, lock=True)
-        not_required = InvoiceApproval(status=ApprovalStatus.NOT_REQUIRED)
+        outcome = finalize_in(uow, invoice, context, issued_at, approval=approval, actor=actor)
+        uow.commit()
+        return outcome
 
-        if plan.closes:
-            closed = uow.invoices.close(
-                invoice_id,
-                plan.totals,
-                plan.rate,
-                issued_at,
-                stored_fees=invoice.fees,
-                approval=not_required,
-            )
-            record_change(
-                uow,
-                "finalized",
-                closed,
-                TimelineKind.CLOSED,
-                actor,
-                "closed without a number: the invoice is empty and the customer's settings "
-                "say skip",
-                at=issued_at,
-            )
-            uow.usage.forget_receipts(invoice.subscription_external_id, invoice.period_start)
-            uow.commit()
-            return FinalizationOutcome(invoice=closed)
 
-        if approval is None and plan.reasons:
-            held = uow.invoices.hold_for_approval(
-                invoice_id,
-                InvoiceApproval(status=ApprovalStatus.REQUIRED, reasons=tuple(plan.reasons)),
-            )
-            record_change(
-                uow,
-                "approval_required",
-                held,
-                TimelineKind.APPROVAL_REQUIRED,
-                actor,
-                f"held for approval: {'; '.join(plan.reasons)} (would total "
-                f"{plan.totals.total_amount_cents} cents)",
-                at=issued_at,
-            )
-            delivery_ids = uow.webhooks.queue(held, INVOICE_APPROVAL_REQUIRED, issued_at)
-            uow.commit()
-            return FinalizationOutcome(
-                invoice=held,
-                delivery_ids=delivery_ids,
-                held=True,
-                auto_approve_after_hours=auto_approve,
-            )
+def stored_finalization(uow: UnitOfWork, invoice: Invoice) -> FinalizationOutcome:
+    """The outcome of an invoice finalized or closed before: itself and its
+    ``invoice.created`` deliveries (none for a closed one)."""
+    return FinalizationOutcome(
+        invoice=invoice, delivery_ids=uow.webhooks.delivery_ids(invoice.id, INVOICE_CREATED)
+    )
 
-        recorded = not_required
-        if approval is not None and (plan.reasons or invoice.awaiting_approval):
-            held_reasons = invoice.approval.reasons if invoice.approval is not None else ()
-            recorded = InvoiceApproval(
-                status=ApprovalStatus.APPROVED,
-                reasons=held_reasons if invoice.awaiting_approval else tuple(plan.reasons),
-                approved_by=approval.approved_by,
-                approved_at=issued_at,
-                note=approval.note,
-            )
-        customer, entity = context.customer, context.billing_entity
-        uow.coupons.consume(invoice_id, customer.external_id, plan.totals, issued_at)
-        number = final_number(entity.invoice_prefix, uow.invoices.next_number(entity.code))
-        finalized = uow.invoices.finalize(
+
+def finalize_in(
+    uow: UnitOfWork,
+    invoice: Invoice,
+    context: BillingContext,
+    issued_at: datetime,
+    *,
+    approval: Approval | None = None,
+    actor: str = SYSTEM_ACTOR,
+    fees: Sequence[Fee] | None = None,
+) -> FinalizationOutcome:
+    """:func:`finalize_invoice` of the draft ``invoice`` (locked, or inserted, by the
+    caller) inside the caller's unit of work, which commits. ``fees``: the draft's fees
+    as just computed in this unit of work (the period-end step finalizing what it drafted).
+    """
+    invoice_id = invoice.id
+    rules = context.approval_rules
+    auto_approve = None if rules is None else rules.auto_approve_after_hours
+    if approval is None and invoice.awaiting_approval:
+        return FinalizationOutcome(
+            invoice=invoice,
+            delivery_ids=uow.webhooks.delivery_ids(invoice_id, INVOICE_APPROVAL_REQUIRED),
+            held=True,
+            auto_approve_after_hours=auto_approve,
+        )
+    plan = _plan(uow, invoice, context, lock=True, fees=fees)
+    not_required = InvoiceApproval(status=ApprovalStatus.NOT_REQUIRED)
+
+    if plan.closes:
+        closed = uow.invoices.close(
             invoice_id,
             plan.totals,
             plan.rate,
-            number,
             issued_at,
             stored_fees=invoice.fees,
-            approval=recorded,
+            approval=not_required,
         )
-        if recorded.status == ApprovalStatus.APPROVED:
-            note = f": {approval.note}" if approval is not None and approval.note else ""
-            record_change(
-                uow,
-                "approved",
-                finalized,
-                TimelineKind.APPROVED,
-                recorded.approved_by or actor,
-                f"approved{note}",
-                at=issued_at,
-            )
         record_change(
             uow,
             "finalized",
-            finalized,
-            TimelineKind.FINALIZED,
-            approval.approved_by if approval is not None else actor,
-            f"finalized as {number}: total {finalized.total_amount_cents} cents",
+            closed,
+            TimelineKind.CLOSED,
+            actor,
+            "closed without a number: the invoice is empty and the customer's settings say skip",
             at=issued_at,
         )
-        delivery_ids = uow.webhooks.queue(finalized, INVOICE_CREATED, issued_at)
         uow.usage.forget_receipts(invoice.subscription_external_id, invoice.period_start)
-        uow.commit()
-        return FinalizationOutcome(invoice=finalized, delivery_ids=delivery_ids)
+        return FinalizationOutcome(invoice=closed)
+
+    if approval is None and plan.reasons:
+        held = uow.invoices.hold_for_approval(
+            invoice_id,
+            InvoiceApproval(status=ApprovalStatus.REQUIRED, reasons=tuple(plan.reasons)),
+        )
+        record_change(
+            uow,
+            "approval_required",
+            held,
+            TimelineKind.APPROVAL_REQUIRED,
+            actor,
+            f"held for approval: {'; '.join(plan.reasons)} (would total "
+            f"{plan.totals.total_amount_cents} cents)",
+            at=issued_at,
+        )
+        delivery_ids = uow.webhooks.queue(held, INVOICE_APPROVAL_REQUIRED, issued_at)
+        return FinalizationOutcome(
+            invoice=held,
+            delivery_ids=delivery_ids,
+            held=True,
+            auto_approve_after_hours=auto_approve,
+        )
+
+    recorded = not_required
+    if approval is not None and (plan.reasons or invoice.awaiting_approval):
+        held_reasons = invoice.approval.reasons if invoice.approval is not None else ()
+        recorded = InvoiceApproval(
+            status=ApprovalStatus.APPROVED,
+            reasons=held_reasons if invoice.awaiting_approval else tuple(plan.reasons),
+            approved_by=approval.approved_by,
+            approved_at=issued_at,
+            note=approval.note,
+        )
+    customer, entity = context.customer, context.billing_entity
+    uow.coupons.consume(invoice_id, customer.external_id, plan.totals, issued_at)
+    number = final_number(entity.invoice_prefix, uow.invoices.next_number(entity.code))
+    finalized = uow.invoices.finalize(
+        invoice_id,
+        plan.totals,
+        plan.rate,
+        number,
+        issued_at,
+        stored_fees=invoice.fees,
+        approval=recorded,
+    )
+    if recorded.status == ApprovalStatus.APPROVED:
+        note = f": {approval.note}" if approval is not None and approval.note else ""
+        record_change(
+            uow,
+            "approved",
+            finalized,
+            TimelineKind.APPROVED,
+            recorded.approved_by or actor,
+            f"approved{note}",
+            at=issued_at,
+        )
+    record_change(
+        uow,
+        "finalized",
+        finalized,
+        TimelineKind.FINALIZED,
+        approval.approved_by if approval is not None else actor,
+        f"finalized as {number}: total {finalized.total_amount_cents} cents",
+        at=issued_at,
+    )
+    delivery_ids = uow.webhooks.queue(finalized, INVOICE_CREATED, issued_at)
+    uow.usage.forget_receipts(invoice.subscription_external_id, invoice.period_start)
+    return FinalizationOutcome(invoice=finalized, delivery_ids=delivery_ids)
 
 
 def preview_invoice(engine: Engine, invoice_id: str, at: datetime | None = None) -> InvoicePreview:

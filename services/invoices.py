@@ -32,7 +32,12 @@ from billing.models import (
 from billing.plans import require_charge
 from billing.timeline import SYSTEM_ACTOR, TimelineKind
 from services.draft_fees import recompute_draft_fees, require_draft
-from services.finalization import preview_of
+from services.finalization import (
+    FinalizationOutcome,
+    finalize_in,
+    preview_of,
+    stored_finalization,
+)
 from services.periods import PeriodSettings, period_settings
 from services.timeline import new_key, record_change, total_change
 from store.unit_of_work import UnitOfWork
@@ -59,7 +64,8 @@ DAY = timedelta(days=1)
 class DraftOutcome(BaseModel):
     """The period's settings, its draft and the ``invoice.drafted`` deliveries to send;
     ``preview``: the invoice finalizing the draft now would make (None once it is not a
-    draft any more)."""
+    draft any more); ``finalization``: what finalizing it in the same step did (asked
+    for with ``finalize_when_due``, when the grace period was already over)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -67,6 +73,7 @@ class DraftOutcome(BaseModel):
     invoice: Invoice
     delivery_ids: list[str] = []
     preview: InvoicePreview | None = None
+    finalization: FinalizationOutcome | None = None
 
 
 class DraftChange(BaseModel):
@@ -166,14 +173,21 @@ def draft_invoice(
     *,
     drafted_at: datetime | None = None,
     grace_period_seconds: int | None = None,
+    finalize_when_due: bool = False,
 ) -> DraftOutcome:
     """The period-end step in one unit of work: settings, draft, ``invoice.drafted`` rows.
 
     Idempotent on (subscription, period start): a repeat returns the stored draft (or the
     invoice it became) and the deliveries already queued. The grace period as in
     :func:`create_draft`. The outcome's ``preview`` comes from the same unit of work.
+
+    ``finalize_when_due``: when the grace period is already over at ``drafted_at`` (a
+    grace period of zero), finalize, close or hold the draft in the same unit of work
+    (``finalization``, as :func:`services.finalization.finalize_invoice` would at
+    ``drafted_at``); an invoice finalized or closed before comes back with its outcome.
     """
     invoice_id = invoice_id_for(subscription_external_id, period_start)
+    drafted_at = drafted_at or datetime.now(UTC)
     with UnitOfWork(engine) as uow:
         context = uow.catalog.billing_context(subscription_external_id)
         settings = period_settings(context, period_start, period_end)
@@ -183,18 +197,34 @@ def draft_invoice(
             invoice, fees = _insert_draft(
                 uow, invoice_id, context, period_start, period_end, drafted_at, grace_period_seconds
             )
-        preview = None
-        if invoice.status == InvoiceStatus.DRAFT:
-            preview = preview_of(uow, invoice, context, fees=fees)
+        elif finalize_when_due and invoice.status == InvoiceStatus.DRAFT:
+            invoice = uow.invoices.lock(invoice_id)  # as finalization locks it
         delivery_ids: list[str] = []
         if context.billing_entity.send_invoice_drafted_webhook:
             delivery_ids = uow.webhooks.delivery_ids(invoice_id, INVOICE_DRAFTED)
             if not delivery_ids and invoice.status == InvoiceStatus.DRAFT:
                 delivery_ids = uow.webhooks.queue(invoice, INVOICE_DRAFTED, datetime.now(UTC))
+        finalization = None
+        if finalize_when_due and invoice.status != InvoiceStatus.DRAFT:
+            finalization = stored_finalization(uow, invoice)
+        elif finalize_when_due and _grace_period_over(invoice, drafted_at):
+            finalization = finalize_in(uow, invoice, context, drafted_at, fees=fees)
+        preview = None
+        if invoice.status == InvoiceStatus.DRAFT and finalization is None:
+            preview = preview_of(uow, invoice, context, fees=fees)
         uow.commit()
         return DraftOutcome(
-            settings=settings, invoice=invoice, delivery_ids=delivery_ids, preview=preview
+            settings=settings,
+            invoice=invoice,
+            delivery_ids=delivery_ids,
+            preview=preview,
+            finalization=finalization,
         )
+
+
+def _grace_period_over(invoice: Invoice, at: datetime) -> bool:
+    ends_at = invoice.expected_finalization_at
+    return ends_at is not None and ends_at <= at
 
 
 def _edit_draft(engine: Engine, invoice_id: str, edit: _Edit, *, preview: bool) -> DraftChange:

@@ -1,25 +1,23 @@
 """One billing period of one subscription, from open usage to the final invoice.
 
 1. **open**: until the period ends, usage batches are recorded in the store.
-2. **draft**: at period end the draft invoice is created; during the grace period
-   (a durable timer from the draft's creation) late usage, fee edits and refreshes are
-   applied; usage refreshes the draft, debounced so a burst costs one refresh.
+2. **draft**: at period end the draft invoice is created; during the grace period (a
+   durable timer from the draft's creation) late usage, fee edits and refreshes apply;
+   usage refreshes the draft, debounced so a burst costs one refresh.
 3. **finalizing**: when the grace period ends or someone asks to finalize now (or
-   approves), one activity finalizes the invoice (coupons, taxes, credits, number,
-   outbox) or closes it when it is empty and the customer's settings say skip, or holds
-   it when an approval rule matches.
-4. **awaiting approval** (held): the invoice stays a draft (usage, edits and refreshes
-   still apply) until someone approves it, or the rules' auto-approval time passes; then
-   it is finalized.
+   approves), one store step finalizes the invoice (coupons, taxes, credits, number,
+   outbox), closes it (empty, and the customer's settings say skip) or holds it (an
+   approval rule matches); with a grace period of zero the draft's own step does it.
+4. **awaiting approval** (held): the draft still takes usage, edits and refreshes until
+   someone approves it or the auto-approval time passes; then it is finalized.
 5. **finalized / closed**: the ``invoice.created`` webhook is delivered (never for a
    closed invoice); every later change is refused; the workflow returns the invoice.
 
-The period's own store steps (usage, draft, finalization) and an operator's edits are
-local activities; the refresh after late usage, the rejections' record and the webhook
-are regular ones (``workflows.store_steps`` says why).
-Beside this module, passed through the sandbox: ``phases`` (what each phase accepts),
-``inbox`` (signals, updates, refusals), ``commands`` (how each input changes the period),
-``presentation`` (query, UI details, search attributes), ``handover`` (continue-as-new),
+Store steps and an operator's edits are local activities; the refresh after late usage,
+the rejections' record and the webhook are regular ones (``workflows.store_steps``).
+Passed through the sandbox beside it: ``phases`` (what each phase accepts), ``inbox``
+(signals, updates, refusals), ``commands`` (how each input changes the period),
+``presentation`` (query, UI, search attributes), ``handover`` (continue-as-new) and
 ``versions`` (the patches: which shape a run follows).
 """
 
@@ -33,13 +31,13 @@ from typing import Any
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RawValue
-from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.invoices import (
         CreateDraftRequest,
         DraftOutcome,
         DraftRequest,
+        FinalizationOutcome,
         FinalizeRequest,
         FinalizeResult,
         InvoiceActivities,
@@ -64,7 +62,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.period_state import PeriodState
     from workflows.store_steps import store_step
-    from workflows.webhook_delivery import deliver_webhook, start_deliveries
+    from workflows.webhook_delivery import deliver_in_turn, start_deliveries
 
 __all__ = ["BillingPeriodWorkflow"]
 
@@ -119,7 +117,9 @@ class BillingPeriodWorkflow:
                 handover.continue_as_new(state, self._inbox)
             await self._finalize()
 
-        await self._deliver_invoice_webhooks()
+        await deliver_in_turn(
+            self._pending_deliveries, input.webhook_retry_window_seconds, self._count_delivery
+        )
         await self._inbox.refuse_remaining(self._commands.check_allowed, store_step)
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self._inbox.store_rejections(store_step)
@@ -211,7 +211,8 @@ class BillingPeriodWorkflow:
         await self._send_drafted_webhooks(invoice, drafted)
 
     async def _draft_invoice(self) -> None:
-        """Period end in one store step: the settings, the draft, the drafted webhook rows."""
+        """Period end in one store step: the settings, the draft, the drafted webhook rows,
+        and with a grace period of zero its finalization too."""
         state = self._state
         outcome: DraftOutcome = await store_step(
             InvoiceActivities.draft_invoice,
@@ -221,14 +222,21 @@ class BillingPeriodWorkflow:
                 period_end=state.input.period_end,
                 drafted_at=workflow.now(),
                 grace_period_seconds=state.input.grace_period_seconds,
+                finalize_when_due=state.finalize_with_draft and not state.wants_to_finalize(),
             ),
             summary="draft the invoice",
             local=state.local_store_steps,
         )
         state.settings = outcome.settings
         state.preview = outcome.preview
-        if self._open_grace_period(outcome.invoice, presentation.upsert_changed_attributes):
-            await self._send_drafted_webhooks(outcome.invoice, outcome.delivery_ids)
+        if outcome.finalization is None:
+            if self._open_grace_period(outcome.invoice, presentation.upsert_changed_attributes):
+                await self._send_drafted_webhooks(outcome.invoice, outcome.delivery_ids)
+            return
+        self._inbox.invoice_id = outcome.invoice.id
+        state.grace_period_ends_at = outcome.invoice.expected_finalization_at
+        await self._send_drafted_webhooks(outcome.invoice, outcome.delivery_ids)
+        await self._take_finalization(outcome.finalization)
 
     def _open_grace_period(
         self, invoice: Invoice, upsert_attributes: Callable[[PeriodState], None]
@@ -288,6 +296,11 @@ class BillingPeriodWorkflow:
             else f"finalize the invoice approved by {approved_by}",
             local=state.local_store_steps,
         )
+        await self._take_finalization(result)
+
+    async def _take_finalization(self, result: FinalizeResult | FinalizationOutcome) -> None:
+        """The invoice finalized, closed or held by a store step."""
+        state = self._state
         state.invoice = result.invoice
         if result.held:
             await self._hold_for_approval(result)
@@ -303,7 +316,7 @@ class BillingPeriodWorkflow:
             presentation.upsert_invoice_attributes(state)
         self._show_details()
 
-    async def _hold_for_approval(self, result: FinalizeResult) -> None:
+    async def _hold_for_approval(self, result: FinalizeResult | FinalizationOutcome) -> None:
         """An approval rule matched: the draft waits for an approval (or auto-approval)."""
         state = self._state
         state.phase = PeriodPhase.AWAITING_APPROVAL
@@ -319,23 +332,12 @@ class BillingPeriodWorkflow:
             state.input.webhook_retry_window_seconds,
         )
 
-    async def _deliver_invoice_webhooks(self) -> None:
-        state = self._state
-        give_up_at = workflow.now() + timedelta(seconds=state.input.webhook_retry_window_seconds)
-        for delivery_id in self._pending_deliveries:
-            window = max(give_up_at - workflow.now(), timedelta(seconds=1))
-            try:
-                result = await deliver_webhook(delivery_id, give_up_at, window)
-                delivered = str(result.status) == "succeeded"
-            except ActivityError as err:
-                # The delivery log says "failed"; an operator can retry it (billing webhook retry).
-                workflow.logger.warning("webhook %s not delivered: %s", delivery_id, err.cause)
-                delivered = False
-            if delivered:
-                state.webhooks_delivered += 1
-            else:
-                state.webhooks_failed += 1
-            self._show_details()
+    def _count_delivery(self, delivered: bool) -> None:
+        if delivered:
+            self._state.webhooks_delivered += 1
+        else:
+            self._state.webhooks_failed += 1
+        self._show_details()
 
     # ------------------------------------------------------------------ signals
 

@@ -85,6 +85,8 @@ class PeriodState:
     # Patch "local-edits-usage-as-received": an operator's edits as local activities, and
     # usage signals reaching their store step as received.
     local_edits: bool = False
+    # Patch "draft-finalizes-when-due": a grace period of zero ends in the draft's own step.
+    finalize_with_draft: bool = False
 
     def __setattr__(self, name: str, value: Any) -> None:
         share_field_sets(value)  # the models a cached period holds for as long as it waits

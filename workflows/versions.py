@@ -14,6 +14,7 @@ from temporalio import workflow
 from workflows.period_state import PeriodState
 
 __all__ = [
+    "PATCH_DRAFT_FINALIZES_WHEN_DUE",
     "PATCH_INPUTS_BEFORE_DEADLINE",
     "PATCH_LEAN_PERIOD_SHAPE",
     "PATCH_LOCAL_EDITS_USAGE_AS_RECEIVED",
@@ -33,6 +34,9 @@ PATCH_LOCAL_STORE_STEPS = "local-store-steps"
 # An operator's edits as local activities too (one workflow task per edit), and usage
 # signals crossing the workflow as received (JSON text), validated by their store step.
 PATCH_LOCAL_EDITS_USAGE_AS_RECEIVED = "local-edits-usage-as-received"
+# That shape, with a grace period of zero finalized (closed, held) by the period-end step
+# itself instead of a step of its own right after it.
+PATCH_DRAFT_FINALIZES_WHEN_DUE = "draft-finalizes-when-due"
 
 
 def consult(state: PeriodState) -> PeriodState:
@@ -40,7 +44,10 @@ def consult(state: PeriodState) -> PeriodState:
     or a usage signal delivered with it, whichever comes first); returns ``state``."""
     if not state.shape_known:
         state.shape_known = True
-        state.local_edits = workflow.patched(PATCH_LOCAL_EDITS_USAGE_AS_RECEIVED)
+        state.finalize_with_draft = workflow.patched(PATCH_DRAFT_FINALIZES_WHEN_DUE)
+        state.local_edits = state.finalize_with_draft or workflow.patched(
+            PATCH_LOCAL_EDITS_USAGE_AS_RECEIVED
+        )
         state.local_store_steps = state.local_edits or workflow.patched(PATCH_LOCAL_STORE_STEPS)
         state.lean_shape = state.local_store_steps or workflow.patched(PATCH_LEAN_PERIOD_SHAPE)
     return state

@@ -15,7 +15,7 @@ result too: a failed webhook is a visible state of the delivery, not a failed wo
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -43,7 +43,9 @@ __all__ = [
     "DEFAULT_RETRY_WINDOW",
     "WebhookDeliveryInput",
     "WebhookDeliveryWorkflow",
+    "deliver_in_turn",
     "deliver_webhook",
+    "start_deliveries",
     "webhook_delivery_workflow_id",
 ]
 
@@ -77,6 +79,24 @@ def deliver_webhook(
         retry_policy=WEBHOOK_RETRY_POLICY,
         summary=f"deliver webhook {delivery_id}",
     )
+
+
+async def deliver_in_turn(
+    delivery_ids: list[str], retry_window_seconds: int, counted: Callable[[bool], None]
+) -> None:
+    """Deliver each webhook in turn (``invoice.created``: the period waits for it), all of
+    them within one retry window from now; ``counted(delivered)`` after each."""
+    give_up_at = workflow.now() + timedelta(seconds=retry_window_seconds)
+    for delivery_id in delivery_ids:
+        window = max(give_up_at - workflow.now(), timedelta(seconds=1))
+        try:
+            result = await deliver_webhook(delivery_id, give_up_at, window)
+            delivered = str(result.status) == "succeeded"
+        except ActivityError as err:
+            # The delivery log says "failed"; an operator can retry it (billing webhook retry).
+            workflow.logger.warning("webhook %s not delivered: %s", delivery_id, err.cause)
+            delivered = False
+        counted(delivered)
 
 
 async def start_deliveries(

@@ -296,6 +296,69 @@ def test_draft_invoice_is_one_idempotent_step(catalog_engine: Engine) -> None:
     assert brandt.delivery_ids == []  # acme_eu does not send it
 
 
+def test_a_grace_period_of_zero_is_finalized_by_the_draft_step(catalog_engine: Engine) -> None:
+    """As the draft and the finalization one after the other would: the same invoice,
+    coupon and credits once, one number, ``invoice.drafted`` and ``invoice.created``."""
+    start, end = january("America/New_York")
+    outcome = draft_invoice(
+        catalog_engine,
+        NORTHWIND,
+        start,
+        end,
+        drafted_at=ISSUED_AT,
+        grace_period_seconds=0,
+        finalize_when_due=True,
+    )
+    assert outcome.invoice.status == InvoiceStatus.DRAFT and outcome.preview is None
+    assert get_delivery(catalog_engine, outcome.delivery_ids[0]).webhook_type == "invoice.drafted"
+    assert outcome.finalization is not None
+    invoice = outcome.finalization.invoice
+    assert (invoice.status, invoice.number, invoice.issuing_date) == (
+        InvoiceStatus.FINALIZED,
+        "ACME-000001",
+        ISSUED_AT,
+    )
+    assert (invoice.fees_amount_cents, invoice.coupons_amount_cents) == (29_900, 5_000)
+    assert (invoice.prepaid_credit_amount_cents, invoice.total_amount_cents) == (10_000, 14_900)
+    (created,) = outcome.finalization.delivery_ids
+    assert get_delivery(catalog_engine, created).webhook_type == "invoice.created"
+    assert get_wallet(catalog_engine, "cust_northwind").balance_cents == 0
+    # A repeat (the step run again after a crash) finalizes nothing twice.
+    repeat = draft_invoice(
+        catalog_engine,
+        NORTHWIND,
+        start,
+        end,
+        drafted_at=ISSUED_AT,
+        grace_period_seconds=0,
+        finalize_when_due=True,
+    )
+    assert repeat.finalization == outcome.finalization
+    assert repeat.invoice == invoice and repeat.delivery_ids == outcome.delivery_ids
+    assert finalize_invoice(catalog_engine, invoice.id, ISSUED_AT) == outcome.finalization
+
+
+def test_the_draft_step_finalizes_only_when_asked_and_due(catalog_engine: Engine) -> None:
+    start, end = january("America/New_York")
+    not_asked = draft_invoice(catalog_engine, NORTHWIND, start, end, grace_period_seconds=0)
+    assert not_asked.finalization is None and not_asked.preview is not None
+    brandt = draft_invoice(  # the customer's grace period (days) is not over yet
+        catalog_engine, "sub_brandt_team", *january("Europe/Berlin"), finalize_when_due=True
+    )
+    assert brandt.finalization is None and brandt.invoice.status == InvoiceStatus.DRAFT
+    # Empty under skip: closed by the same step, no number, no webhook.
+    koala = draft_invoice(
+        catalog_engine,
+        KOALA_PAYG,
+        *january("Australia/Sydney"),
+        grace_period_seconds=0,
+        finalize_when_due=True,
+    )
+    assert koala.finalization is not None
+    assert koala.finalization.invoice.status == InvoiceStatus.CLOSED
+    assert (koala.finalization.invoice.number, koala.finalization.delivery_ids) == ("", [])
+
+
 def test_unknown_invoice(catalog_engine: Engine) -> None:
     with pytest.raises(NotFound):
         get_invoice(catalog_engine, "nope")

@@ -53,7 +53,7 @@ from workflows.messages import (
     FinalizeInvoice,
     PeriodPhase,
 )
-from workflows.versions import PATCH_LOCAL_EDITS_USAGE_AS_RECEIVED as NEWEST_PATCH
+from workflows.versions import PATCH_DRAFT_FINALIZES_WHEN_DUE as NEWEST_PATCH
 
 pytestmark = pytest.mark.integration
 

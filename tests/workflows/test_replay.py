@@ -60,18 +60,22 @@ def test_histories_cover_every_workflow_and_outcome() -> None:
     outcomes = {"billing_period_finalized", "billing_period_closed_empty"}
     outcomes.add("billing_period_malformed_signals")
     # Every shape: before patch "lean-period-shape", with it (prefix "lean_"), with
-    # "local-store-steps" (prefix "local_") and with "local-edits-usage-as-received"
-    # (prefix "local_edits_").
-    for shape in ("", "lean_", "local_", "local_edits_"):
+    # "local-store-steps" (prefix "local_"), with "local-edits-usage-as-received"
+    # (prefix "local_edits_") and with "draft-finalizes-when-due" (prefix "when_due_").
+    for shape in ("", "lean_", "local_", "local_edits_", "when_due_"):
         assert {f"{shape}{name}" for name in outcomes} <= names, shape
     # Operator control of the grace period: a hold approved, a grace period followed; in
     # the lean shape, with local store steps and with usage checked in its store step.
     # Usage delivered with the start, then undecodable usage payloads: the dynamic signal
     # handler (a run without the newest patch drops what the SDK dropped before).
-    for shape in ("local_", "local_edits_"):
+    for shape in ("local_", "local_edits_", "when_due_"):
         assert f"{shape}billing_period_usage_at_start" in names, shape
+    # A grace period of zero ended by the draft's own step: finalized, closed, held.
+    at_once = {"billing_period_finalized_at_once", "billing_period_closed_at_once"}
+    at_once.add("control_billing_period_held_at_once")
+    assert {f"when_due_{name}" for name in at_once} <= names
     control = {"billing_period_held_then_approved", "billing_period_grace_followed"}
-    for shape in ("control_", "local_control_", "local_edits_control_"):
+    for shape in ("control_", "local_control_", "local_edits_control_", "when_due_control_"):
         assert {f"{shape}{name}" for name in control} <= names, shape
     for path in HISTORY_FILES:
         last = json.loads(path.read_text())["events"][-1]
