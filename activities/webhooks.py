@@ -187,8 +187,9 @@ class WebhookActivities:
         """Make one signed HTTP attempt for a delivery and log it (see the module doc).
 
         Raises ``ApplicationError(type="NotFound", non_retryable=True)`` for an unknown
-        delivery id (or a deleted endpoint) and a retryable ``ApplicationError(type="WebhookDeliveryFailed")``
-        when the attempt failed and the next retry still falls inside the window.
+        delivery id or a deleted endpoint, and a retryable
+        ``ApplicationError(type="WebhookDeliveryFailed")`` when the attempt failed and the
+        next retry still falls inside the window.
         """
         info = activity.info()
         began = self._clock()

@@ -65,7 +65,8 @@ class DraftOutcome(BaseModel):
     """The period's settings, its draft and the ``invoice.drafted`` deliveries to send;
     ``preview``: the invoice finalizing the draft now would make (None once it is not a
     draft any more); ``finalization``: what finalizing it in the same step did (asked
-    for with ``finalize_when_due``, when the grace period was already over)."""
+    for with ``finalize_when_due``, when the grace period was already over): finalized,
+    closed, or held for approval (then ``preview`` is the held draft's)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -88,7 +89,8 @@ class DraftChange(BaseModel):
 
 class _Edited(NamedTuple):
     draft: Invoice  # as stored after the edit
-    fees: tuple[Fee, ...]  # as computed: what finalization would start from
+    # As computed: what finalization would start from (None: not computed by this call).
+    fees: tuple[Fee, ...] | None
 
 
 _Edit = Callable[[UnitOfWork, Invoice, BillingContext], _Edited]
@@ -120,9 +122,9 @@ def _insert_draft(
         expected_finalization_at=drafted_at + grace,
         grace_period_fixed=grace_period_seconds is not None,
     )
-    if inserted is None:  # created concurrently by another attempt
+    if inserted is None:  # created concurrently by another attempt: its fees are its own
         stored = uow.invoices.get(invoice_id)
-        return _Edited(stored, stored.fees)
+        return _Edited(stored, None)
     draft, fees = recompute_draft_fees(uow, inserted, context, adjustments={})  # no edits yet
     record_change(
         uow,
@@ -197,8 +199,8 @@ def draft_invoice(
             invoice, fees = _insert_draft(
                 uow, invoice_id, context, period_start, period_end, drafted_at, grace_period_seconds
             )
-        elif finalize_when_due and invoice.status == InvoiceStatus.DRAFT:
-            invoice = uow.invoices.lock(invoice_id)  # as finalization locks it
+        if fees is None and finalize_when_due and invoice.status == InvoiceStatus.DRAFT:
+            invoice = uow.invoices.lock(invoice_id)  # not inserted here: lock it as finalizing does
         delivery_ids: list[str] = []
         if context.billing_entity.send_invoice_drafted_webhook:
             delivery_ids = uow.webhooks.delivery_ids(invoice_id, INVOICE_DRAFTED)
@@ -210,8 +212,10 @@ def draft_invoice(
         elif finalize_when_due and _grace_period_over(invoice, drafted_at):
             finalization = finalize_in(uow, invoice, context, drafted_at, fees=fees)
         preview = None
-        if invoice.status == InvoiceStatus.DRAFT and finalization is None:
+        if finalization is None and invoice.status == InvoiceStatus.DRAFT:
             preview = preview_of(uow, invoice, context, fees=fees)
+        elif finalization is not None and finalization.held:  # still a draft, waiting
+            preview = preview_of(uow, finalization.invoice, context)
         uow.commit()
         return DraftOutcome(
             settings=settings,
@@ -388,7 +392,8 @@ def period_statuses(
 ) -> dict[tuple[str, datetime], InvoiceStatus]:
     """The status of each (subscription, period start)'s invoice, for the periods that have
     one: what a bulk start or a usage import checks before it sends anything, in one
-    statement per 500 periods instead of one invoice read per period."""
+    statement per 500 subscriptions (each with every listed period start) instead of one
+    invoice read per period."""
     wanted = set(periods)
     found: dict[tuple[str, datetime], InvoiceStatus] = {}
     subscriptions = sorted({subscription for subscription, _ in wanted})

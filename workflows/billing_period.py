@@ -105,7 +105,7 @@ class BillingPeriodWorkflow:
         if state.phase == PeriodPhase.OPEN:
             if not await self._work_until(lambda: input.period_end):
                 handover.continue_as_new(state, self._inbox)
-            await self._create_draft()
+            await self._create_draft()  # a grace period of zero: finalized, closed or held
 
         if state.phase == PeriodPhase.DRAFT:
             if not await self._work_until(self._grace_deadline):
@@ -222,7 +222,7 @@ class BillingPeriodWorkflow:
                 period_end=state.input.period_end,
                 drafted_at=workflow.now(),
                 grace_period_seconds=state.input.grace_period_seconds,
-                finalize_when_due=state.finalize_with_draft and not state.wants_to_finalize(),
+                finalize_when_due=state.finalize_with_draft,
             ),
             summary="draft the invoice",
             local=state.local_store_steps,
@@ -233,6 +233,8 @@ class BillingPeriodWorkflow:
             if self._open_grace_period(outcome.invoice, presentation.upsert_changed_attributes):
                 await self._send_drafted_webhooks(outcome.invoice, outcome.delivery_ids)
             return
+        # Finalized (closed, held) in the store already: shown and judged so from now on.
+        state.invoice, state.phase = outcome.invoice, PeriodPhase.FINALIZING
         self._inbox.invoice_id = outcome.invoice.id
         state.grace_period_ends_at = outcome.invoice.expected_finalization_at
         await self._send_drafted_webhooks(outcome.invoice, outcome.delivery_ids)

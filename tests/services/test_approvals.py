@@ -15,7 +15,7 @@ from billing.timeline import TimelineKind
 from services.catalog import load_catalog
 from services.coupons import get_wallet
 from services.finalization import Approval, FinalizationOutcome, finalize_invoice
-from services.invoices import create_draft, get_invoice
+from services.invoices import DraftOutcome, create_draft, draft_invoice, get_invoice
 from services.timeline import invoice_timeline
 from services.webhooks import list_deliveries
 from tests.services.support import entry, example_catalog, february, january
@@ -188,3 +188,33 @@ def test_an_approval_given_before_the_hold_records_what_it_overrode(
     assert outcome.invoice.approval.status == ApprovalStatus.APPROVED
     assert outcome.invoice.approval.reasons == ("every invoice needs approval",)
     assert outcome.invoice.approval.approved_by == "dan"
+
+
+def test_a_grace_period_of_zero_is_held_by_the_draft_step(catalog_engine: Engine) -> None:
+    """The period-end step holds the draft as finalizing it would, keeps its preview, and
+    run again holds nothing twice."""
+    _rules(catalog_engine, entity={"total_above_cents": 10_000})
+    start, end = january("America/New_York")
+
+    def step() -> DraftOutcome:
+        return draft_invoice(
+            catalog_engine,
+            NORTHWIND,
+            start,
+            end,
+            drafted_at=ISSUED_AT,
+            grace_period_seconds=0,
+            finalize_when_due=True,
+        )
+
+    outcome = step()
+    assert outcome.finalization is not None and outcome.finalization.held
+    held = outcome.finalization.invoice
+    assert (held.status, held.number) == (InvoiceStatus.DRAFT, "ACME-DRAFT")
+    assert outcome.preview is not None and outcome.preview.total_amount_cents == 14_900
+    assert get_wallet(catalog_engine, "cust_northwind").balance_cents == 10_000
+    again = step()
+    assert again.finalization == outcome.finalization
+    assert _kinds(catalog_engine, held.id).count(TimelineKind.APPROVAL_REQUIRED) == 1
+    kinds = [d.webhook_type for d in list_deliveries(catalog_engine, invoice_id=held.id)]
+    assert kinds.count("invoice.approval_required") == 1

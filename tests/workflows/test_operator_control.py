@@ -182,6 +182,11 @@ async def test_a_held_invoice_approves_itself_after_the_rules_hours(
     handle = await auto_approved.start("sub_pro", grace_period_seconds=0)
     view = await auto_approved.wait_for(handle, lambda v: v.phase == PeriodPhase.AWAITING_APPROVAL)
     assert view.auto_approve_at is not None
+    # Held by the draft's own step (a grace period of zero): the held draft's preview shows.
+    preview = await handle.query(BillingPeriodWorkflow.preview)
+    assert preview is not None and preview.status == InvoiceStatus.FINALIZED
+    assert view.invoice is not None
+    assert preview.total_amount_cents == view.invoice.total_amount_cents
     final = await handle.result()  # the server skips the two hours
     assert final.status == InvoiceStatus.FINALIZED
     assert final.approval is not None and final.approval.status == ApprovalStatus.APPROVED
