@@ -11,8 +11,11 @@ from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any, TypeVar
 
+import pytest
 from sqlalchemy import Engine, event
 
+import services.catalog
+import services.invoices
 from billing.models import AdjustedFee, AdjustmentMode, InvoiceStatus
 from services.catalog import billing_contexts, get_billing_context, list_subscriptions
 from services.finalization import finalize_invoice
@@ -168,3 +171,20 @@ def test_bulk_commands_read_contexts_and_invoice_statuses_in_one_statement_each(
         (NORTHWIND, draft.period_start): InvoiceStatus.FINALIZED,
         (KOALA_PAYG, koala.period_start): InvoiceStatus.DRAFT,
     }
+
+
+def test_bulk_reads_merge_their_chunks(
+    catalog_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Thousands of subscriptions are read 500 at a time: the chunks add up to one answer."""
+    monkeypatch.setattr(services.catalog, "_CONTEXTS_PER_STATEMENT", 2)
+    monkeypatch.setattr(services.invoices, "_STATUSES_PER_STATEMENT", 2)
+    subscriptions = [s.external_id for s in list_subscriptions(catalog_engine)]
+    with _counting(catalog_engine) as statements:
+        contexts = billing_contexts(catalog_engine, subscriptions)
+    assert len(statements) == (len(subscriptions) + 1) // 2
+    assert sorted(contexts) == sorted(subscriptions)
+    start, end = january("America/New_York")
+    drafts = {s: create_draft(catalog_engine, s, start, end) for s in subscriptions}
+    statuses = period_statuses(catalog_engine, [(s, start) for s in subscriptions])
+    assert statuses == {(s, start): drafts[s].status for s in subscriptions}
