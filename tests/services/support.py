@@ -6,9 +6,11 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import yaml
+from sqlalchemy import Engine
 
 from billing.models import PlanInterval, UsageEvent
 from billing.periods import period_starting
+from services.invoices import DraftOutcome, draft_invoice
 from tests.fixtures.database import CATALOG_FILE
 
 JANUARY = date(2026, 1, 1)
@@ -18,6 +20,15 @@ FEBRUARY = date(2026, 2, 1)
 def january(timezone: str) -> tuple[datetime, datetime]:
     """January 2026 in ``timezone``, as the UTC half-open interval the store expects."""
     return period_starting(JANUARY, timezone, PlanInterval.MONTHLY)
+
+
+def draft_at_once(
+    engine: Engine, subscription: str, period: tuple[datetime, datetime], at: datetime
+) -> DraftOutcome:
+    """The period-end step of a grace period of zero, asked to finalize when due."""
+    return draft_invoice(
+        engine, subscription, *period, drafted_at=at, grace_period_seconds=0, finalize_when_due=True
+    )
 
 
 def february(timezone: str) -> tuple[datetime, datetime]:

@@ -15,10 +15,10 @@ from billing.timeline import TimelineKind
 from services.catalog import load_catalog
 from services.coupons import get_wallet
 from services.finalization import Approval, FinalizationOutcome, finalize_invoice
-from services.invoices import DraftOutcome, create_draft, draft_invoice, get_invoice
+from services.invoices import DraftOutcome, create_draft, get_invoice
 from services.timeline import invoice_timeline
 from services.webhooks import list_deliveries
-from tests.services.support import entry, example_catalog, february, january
+from tests.services.support import draft_at_once, entry, example_catalog, february, january
 
 NORTHWIND = "sub_northwind_growth"  # acme_us; January: 29,900 - 5,000 coupon - 10,000 credits
 KOALA_PAYG = "sub_koala_payg"  # usage only, the customer says skip empty invoices
@@ -197,15 +197,7 @@ def test_a_grace_period_of_zero_is_held_by_the_draft_step(catalog_engine: Engine
     start, end = january("America/New_York")
 
     def step() -> DraftOutcome:
-        return draft_invoice(
-            catalog_engine,
-            NORTHWIND,
-            start,
-            end,
-            drafted_at=ISSUED_AT,
-            grace_period_seconds=0,
-            finalize_when_due=True,
-        )
+        return draft_at_once(catalog_engine, NORTHWIND, (start, end), ISSUED_AT)
 
     outcome = step()
     assert outcome.finalization is not None and outcome.finalization.held

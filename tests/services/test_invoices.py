@@ -29,7 +29,7 @@ from services.invoices import (
 )
 from services.usage import record_usage
 from services.webhooks import get_delivery, list_deliveries
-from tests.services.support import event, january
+from tests.services.support import draft_at_once, event, january
 
 NORTHWIND = "sub_northwind_growth"  # acme_us, $299 plan, $50 coupon, $100 of credits
 KOALA_PAYG = "sub_koala_payg"  # usage only, customer says skip
@@ -300,15 +300,7 @@ def test_a_grace_period_of_zero_is_finalized_by_the_draft_step(catalog_engine: E
     """As the draft and the finalization one after the other would: the same invoice,
     coupon and credits once, one number, ``invoice.drafted`` and ``invoice.created``."""
     start, end = january("America/New_York")
-    outcome = draft_invoice(
-        catalog_engine,
-        NORTHWIND,
-        start,
-        end,
-        drafted_at=ISSUED_AT,
-        grace_period_seconds=0,
-        finalize_when_due=True,
-    )
+    outcome = draft_at_once(catalog_engine, NORTHWIND, (start, end), ISSUED_AT)
     assert outcome.invoice.status == InvoiceStatus.DRAFT and outcome.preview is None
     assert get_delivery(catalog_engine, outcome.delivery_ids[0]).webhook_type == "invoice.drafted"
     assert outcome.finalization is not None
@@ -324,15 +316,7 @@ def test_a_grace_period_of_zero_is_finalized_by_the_draft_step(catalog_engine: E
     assert get_delivery(catalog_engine, created).webhook_type == "invoice.created"
     assert get_wallet(catalog_engine, "cust_northwind").balance_cents == 0
     # A repeat (the step run again after a crash) finalizes nothing twice.
-    repeat = draft_invoice(
-        catalog_engine,
-        NORTHWIND,
-        start,
-        end,
-        drafted_at=ISSUED_AT,
-        grace_period_seconds=0,
-        finalize_when_due=True,
-    )
+    repeat = draft_at_once(catalog_engine, NORTHWIND, (start, end), ISSUED_AT)
     assert repeat.finalization == outcome.finalization
     assert repeat.invoice == invoice and repeat.delivery_ids == outcome.delivery_ids
     assert finalize_invoice(catalog_engine, invoice.id, ISSUED_AT) == outcome.finalization
@@ -347,13 +331,7 @@ def test_the_draft_step_finalizes_only_when_asked_and_due(catalog_engine: Engine
     )
     assert brandt.finalization is None and brandt.invoice.status == InvoiceStatus.DRAFT
     # Empty under skip: closed by the same step, no number, no webhook.
-    koala = draft_invoice(
-        catalog_engine,
-        KOALA_PAYG,
-        *january("Australia/Sydney"),
-        grace_period_seconds=0,
-        finalize_when_due=True,
-    )
+    koala = draft_at_once(catalog_engine, KOALA_PAYG, january("Australia/Sydney"), ISSUED_AT)
     assert koala.finalization is not None
     assert koala.finalization.invoice.status == InvoiceStatus.CLOSED
     assert (koala.finalization.invoice.number, koala.finalization.delivery_ids) == ("", [])
