@@ -206,19 +206,11 @@ class PeriodCommands:
         self, events: list[UsageEvent], requested_by: str | None = None
     ) -> UsageReceipt:
         """Record usage; accepted usage on the draft schedules a (debounced) refresh."""
-        state = self._state
         result: UsageReceipt = await self._store(
             InvoiceActivities.record_usage,
-            RecordUsageRequest(
-                subscription_external_id=state.input.subscription_external_id,
-                period_start=state.input.period_start,
-                period_end=state.input.period_end,
-                events=events,
-                invoice_id=state.invoice.id if state.invoice is not None else None,
-                requested_by=requested_by,
-            ),
+            RecordUsageRequest(**self._usage_target(), events=events, requested_by=requested_by),
             summary=f"record {len(events)} usage events",
-            local=state.local_store_steps,
+            local=self._state.local_store_steps,
         )
         self._count(result)
         return UsageReceipt(
@@ -233,21 +225,25 @@ class PeriodCommands:
     async def record_usage_texts(self, texts: list[str]) -> UsageBatchesReceipt:
         """Validate and record usage signals as received, if the phase still accepts usage."""
         self.check_allowed(ADD_USAGE)
-        state = self._state
         result: UsageBatchesReceipt = await self._store(
             InvoiceActivities.record_usage_batches,
-            RecordUsageBatchesRequest(
-                subscription_external_id=state.input.subscription_external_id,
-                period_start=state.input.period_start,
-                period_end=state.input.period_end,
-                batches=texts,
-                invoice_id=state.invoice.id if state.invoice is not None else None,
-            ),
+            RecordUsageBatchesRequest(**self._usage_target(), batches=texts),
             summary=f"record {len(texts)} usage signals",
             local=True,
         )
         self._count(result)
         return result
+
+    def _usage_target(self) -> dict[str, Any]:
+        """Where usage is recorded: the period, and its draft once there is one (late
+        usage is written to the draft's timeline)."""
+        state = self._state
+        return {
+            "subscription_external_id": state.input.subscription_external_id,
+            "period_start": state.input.period_start,
+            "period_end": state.input.period_end,
+            "invoice_id": state.invoice.id if state.invoice is not None else None,
+        }
 
     def _count(self, result: UsageReceipt) -> None:
         """Count what a batch did; accepted usage on the draft schedules a refresh."""
