@@ -122,10 +122,9 @@ class BillingClient(PeriodAccess):
         workflow that completed, is reported as ``finalized`` (:mod:`starter.periods`).
         """
         ref = self.period(subscription_external_id, period_start)
-        existing = await self.find_invoice(ref.subscription_external_id, ref.period_start)
-        return await self._start(
-            ref, grace_period_seconds, None if existing is None else existing.status
-        )
+        period = (ref.subscription_external_id, ref.period_start)
+        statuses = await self.period_statuses([period])
+        return await self._start(ref, grace_period_seconds, statuses.get(period))
 
     async def _start(
         self, ref: PeriodRef, grace_period_seconds: int | None, status: InvoiceStatus | None
